@@ -1,0 +1,75 @@
+"""connexi-async: the asyncio client for SIRCLO's Connexi API.
+
+>>> from connexi_async import decode_orders
+>>> decode_orders(b'{"orders": [{"id": 1, "tax_rate": 0.1}]}')[0].tax_rate
+Decimal('0.1')
+"""
+
+from ._convert import (
+    decode_locations,
+    decode_new_orders,
+    decode_orders,
+    decode_status_updates,
+    encode_locations,
+    encode_new_orders,
+    encode_orders,
+    encode_status_updates,
+)
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConnexiError,
+    DecodeError,
+    EncodeError,
+    FieldError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    RateLimitError,
+    RedirectError,
+    ServerError,
+    TransportError,
+    WindowError,
+    WindowTooDenseError,
+)
+from ._models import LineItem, Location, NewLineItem, NewOrder, Order, OrderStatus, StatusUpdate
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConnexiError",
+    "DecodeError",
+    "EncodeError",
+    "FieldError",
+    "LineItem",
+    "Location",
+    "NewLineItem",
+    "NewOrder",
+    "NotFoundError",
+    "Order",
+    "OrderStatus",
+    "OutcomeUnknownError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RedirectError",
+    "ServerError",
+    "StatusUpdate",
+    "TransportError",
+    "WindowError",
+    "WindowTooDenseError",
+    "__version__",
+    "decode_locations",
+    "decode_new_orders",
+    "decode_orders",
+    "decode_status_updates",
+    "encode_locations",
+    "encode_new_orders",
+    "encode_orders",
+    "encode_status_updates",
+]

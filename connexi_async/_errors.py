@@ -1,0 +1,201 @@
+"""The exception tree of connexi-async, rooted at :class:`ConnexiError`.
+
+Every exception here carries data a program can act on (status, method, path, the
+server's reference, the failing window) and a message a person can act on. None of
+them ever holds request headers: aiohttp's ``request_info`` repr shows ``api_secret``,
+so it is never attached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import attrs
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConnexiError",
+    "DecodeError",
+    "EncodeError",
+    "FieldError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RedirectError",
+    "ServerError",
+    "TransportError",
+    "WindowError",
+    "WindowTooDenseError",
+]
+
+
+class ConnexiError(Exception):
+    """The base of every error raised by connexi-async."""
+
+
+class ConfigurationError(ConnexiError, ValueError):
+    """A client option or credential is missing or unusable."""
+
+
+@attrs.frozen
+class FieldError:
+    """One bad value in a payload: where it is, what was wrong, and the order it belongs to."""
+
+    path: str
+    message: str
+    order_id: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (order {self.order_id})" if self.order_id is not None else ""
+        return f"{self.path}: {self.message}{where}"
+
+
+class DecodeError(ConnexiError, ValueError):
+    """A response body could not be turned into models.
+
+    ``errors`` lists every bad field by its JSON path; the message names them all.
+    """
+
+    def __init__(self, errors: Sequence[FieldError], *, context: str = "") -> None:
+        self.errors: tuple[FieldError, ...] = tuple(errors)
+        self.context = context
+        shown = "; ".join(str(e) for e in self.errors[:20])
+        more = f"; and {len(self.errors) - 20} more" if len(self.errors) > 20 else ""
+        lead = f"{context}: " if context else ""
+        noun = "problem" if len(self.errors) == 1 else "problems"
+        super().__init__(
+            f"{lead}could not decode the payload ({len(self.errors)} {noun}): {shown}{more}"
+        )
+
+
+class EncodeError(ConnexiError, ValueError):
+    """A model could not be encoded for the API (a naive datetime, a NaN amount, ...)."""
+
+
+class APIError(ConnexiError):
+    """The server answered with an HTTP status that is not a success.
+
+    Attributes: ``status``, ``method``, ``path`` (never the query string's secrets: there
+    are none, credentials travel in headers), ``server_message`` and ``reference`` when
+    the JSON error body has them, and ``body_excerpt``, the first 200 characters.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        method: str,
+        path: str,
+        server_message: str | None = None,
+        reference: str | None = None,
+        body_excerpt: str = "",
+        hint: str = "",
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.server_message = server_message
+        self.reference = reference
+        self.body_excerpt = body_excerpt
+        said = f": {server_message}" if server_message else ""
+        ref = f" (reference {reference})" if reference else ""
+        tail = f" {hint}" if hint else ""
+        super().__init__(f"{method} {path} failed with HTTP {status}{said}{ref}.{tail}")
+
+
+class BadRequestError(APIError):
+    """HTTP 400 or 422: the server refused what was sent."""
+
+
+class AuthenticationError(APIError):
+    """HTTP 401: the api_key or api_secret was refused."""
+
+
+class PermissionDeniedError(APIError):
+    """HTTP 403: the credentials are valid but may not do this."""
+
+
+class NotFoundError(APIError):
+    """HTTP 404."""
+
+
+class RateLimitError(APIError):
+    """HTTP 429 that outlasted the retries, or asked for a wait longer than allowed.
+
+    ``retry_after`` is the wait in seconds the server asked for, when it said.
+    """
+
+    def __init__(self, *, retry_after: float | None = None, **kwargs: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class ServerError(APIError):
+    """HTTP 5xx."""
+
+
+class RedirectError(APIError):
+    """HTTP 3xx. Redirects are never followed, so credentials never reach another host."""
+
+    def __init__(self, *, location: str | None = None, **kwargs: object) -> None:
+        self.location = location
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class TransportError(ConnexiError):
+    """The request failed below HTTP: connect, reset, disconnect, truncated body, timeout."""
+
+    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+        self.method = method
+        self.path = path
+        super().__init__(message)
+
+
+class OutcomeUnknownError(ConnexiError):
+    """A POST may or may not have been processed: the connection failed after sending.
+
+    A POST is never re-sent on our own (the API has no idempotency key). Fetch the period
+    with ``client.orders(...)`` and look for your ``remote_order_id`` values before
+    creating them again.
+    """
+
+    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+        self.method = method
+        self.path = path
+        super().__init__(message)
+
+
+class WindowError(ConnexiError):
+    """A window of a stream failed after its retries. ``__cause__`` holds why."""
+
+    def __init__(self, start: datetime, end: datetime, reason: str) -> None:
+        self.start = start
+        self.end = end
+        super().__init__(
+            f"window [{_iso(start)}, {_iso(end)}) failed: {reason}. "
+            f"Everything before {_iso(start)} was delivered; resume from there."
+        )
+
+
+class WindowTooDenseError(WindowError):
+    """A window still came back full at the minimum width: records would be lost."""
+
+    def __init__(self, start: datetime, end: datetime, page_cap: int) -> None:
+        self.page_cap = page_cap
+        ConnexiError.__init__(
+            self,
+            f"window [{_iso(start)}, {_iso(end)}) still returned {page_cap} or more records "
+            f"at the minimum width of one second, so some may be missing; raise page_cap "
+            f"if the server allows more per response",
+        )
+        self.start = start
+        self.end = end
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")

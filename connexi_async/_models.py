@@ -1,0 +1,263 @@
+"""Typed records of the Connexi v1 API: orders, line items, locations, status updates.
+
+All models are attrs classes, frozen, slotted and keyword-only. Timestamps are aware
+UTC datetimes or ``None`` when unset (the API's Go zero time); amounts and rates are
+``decimal.Decimal`` (never a binary float); ids are ``int``. Status fields stay ``str``
+so a status the server adds later still decodes; :class:`OrderStatus` names the known ones.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+
+import attrs
+
+__all__ = [
+    "LineItem",
+    "Location",
+    "NewLineItem",
+    "NewOrder",
+    "Order",
+    "OrderStatus",
+    "StatusUpdate",
+]
+
+_ZERO = Decimal(0)
+
+
+class OrderStatus(enum.StrEnum):
+    """The order statuses the API documents. Compare with ``order.order_status``.
+
+    >>> OrderStatus.ACCEPTED == "accepted"
+    True
+    """
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    PACKED = "packed"
+    SHIPPED = "shipped"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+@attrs.frozen(kw_only=True)
+class LineItem:
+    """One line of an order, as the server returns it."""
+
+    id: int = 0
+    order_item_id: str = ""
+    sku: str = ""
+    name: str = ""
+    quantity: int = 0
+    unit_price: Decimal = _ZERO
+    raw_price: Decimal = _ZERO
+    total_price: Decimal = _ZERO
+    discount: Decimal = _ZERO
+    tax: Decimal = _ZERO
+    shipping_total: Decimal = _ZERO
+    total: Decimal = _ZERO
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NewLineItem:
+    """A line item to create: a :class:`LineItem` without the fields the server assigns."""
+
+    order_item_id: str = ""
+    sku: str = ""
+    name: str = ""
+    quantity: int = 0
+    unit_price: Decimal = _ZERO
+    raw_price: Decimal = _ZERO
+    total_price: Decimal = _ZERO
+    discount: Decimal = _ZERO
+    tax: Decimal = _ZERO
+    shipping_total: Decimal = _ZERO
+    total: Decimal = _ZERO
+
+
+@attrs.frozen(kw_only=True)
+class Order:
+    """An order as Get Order returns it: every field of the v1 document.
+
+    Only ``id`` is required; every other field defaults to its "not set" value
+    (``""``, ``0``, ``Decimal(0)``, ``None`` or an empty tuple).
+
+    >>> Order(id=111, marketplace_code="bklp").total
+    Decimal('0')
+    """
+
+    id: int
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    order_number: str = ""
+    order_date: datetime | None = None
+    customer_code: str = ""
+    remote_order_id: str = ""
+    currency_code: str = ""
+    exchange_rate: Decimal = _ZERO
+    customer_reference: str = ""
+    quote_expiry_date: datetime | None = None
+    required_date: datetime | None = None
+    warehouse_code: str = ""
+    payment_method: str = ""
+    delivery_name: str = ""
+    delivery_street_address: str = ""
+    delivery_street_address_2: str = ""
+    delivery_suburb: str = ""
+    delivery_city: str = ""
+    delivery_region: str = ""
+    delivery_post_code: str = ""
+    delivery_country: str = ""
+    delivery_method: str = ""
+    delivery_number: str = ""
+    delivery_method_code: str = ""
+    delivery_enterprise_code: str = ""
+    delivery_enterprise_name: str = ""
+    buyer_delivery_number: str = ""
+    remote_order_status: str = ""
+    discount: Decimal = _ZERO
+    tax_code: str = ""
+    tax_rate: Decimal = _ZERO
+    tax_total: Decimal = _ZERO
+    shipping_total: Decimal = _ZERO
+    discount_total: Decimal = _ZERO
+    subtotal: Decimal = _ZERO
+    total: Decimal = _ZERO
+    order_status: str = ""
+    remarks: str = ""
+    marketplace_code: str = ""
+    phone_number: str = ""
+    airwaybill_number: str = ""
+    shipment_reference: str = ""
+    shipment_extras: str = ""
+    processed_at: datetime | None = None
+    accepted_at: datetime | None = None
+    packed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    shipment_tracked_at: datetime | None = None
+    edited_at: datetime | None = None
+    exported_at: datetime | None = None
+    printed_at: datetime | None = None
+    accepted_by: int = 0
+    packed_by: int = 0
+    cancelled_by: int = 0
+    printed_by: int = 0
+    line_items: tuple[LineItem, ...] = ()
+    store_id: int = 0
+    store_name: str = ""
+    comment: str = ""
+    price_adjustment: Decimal = _ZERO
+    edit_reason: str = ""
+    cancel_reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class NewOrder:
+    """An order to create with ``client.create_orders``: what a partner system sends.
+
+    Every :class:`Order` field except those the server assigns (``id``, ``created_at``,
+    ``updated_at``, the lifecycle ``*_at`` stamps and the ``*_by`` user ids).
+
+    >>> NewOrder(remote_order_id="1362230256", marketplace_code="bklp",
+    ...          line_items=(NewLineItem(sku="TOP0001", quantity=2),)).line_items[0].sku
+    'TOP0001'
+    """
+
+    order_number: str = ""
+    order_date: datetime | None = None
+    customer_code: str = ""
+    remote_order_id: str = ""
+    currency_code: str = ""
+    exchange_rate: Decimal = _ZERO
+    customer_reference: str = ""
+    quote_expiry_date: datetime | None = None
+    required_date: datetime | None = None
+    warehouse_code: str = ""
+    payment_method: str = ""
+    delivery_name: str = ""
+    delivery_street_address: str = ""
+    delivery_street_address_2: str = ""
+    delivery_suburb: str = ""
+    delivery_city: str = ""
+    delivery_region: str = ""
+    delivery_post_code: str = ""
+    delivery_country: str = ""
+    delivery_method: str = ""
+    delivery_number: str = ""
+    delivery_method_code: str = ""
+    delivery_enterprise_code: str = ""
+    delivery_enterprise_name: str = ""
+    buyer_delivery_number: str = ""
+    remote_order_status: str = ""
+    discount: Decimal = _ZERO
+    tax_code: str = ""
+    tax_rate: Decimal = _ZERO
+    tax_total: Decimal = _ZERO
+    shipping_total: Decimal = _ZERO
+    discount_total: Decimal = _ZERO
+    subtotal: Decimal = _ZERO
+    total: Decimal = _ZERO
+    order_status: str = ""
+    remarks: str = ""
+    marketplace_code: str = ""
+    phone_number: str = ""
+    airwaybill_number: str = ""
+    shipment_reference: str = ""
+    shipment_extras: str = ""
+    line_items: tuple[NewLineItem, ...] = ()
+    store_id: int = 0
+    store_name: str = ""
+    comment: str = ""
+    price_adjustment: Decimal = _ZERO
+
+
+@attrs.frozen(kw_only=True)
+class StatusUpdate:
+    """One entry of an Update Order body: set order ``id`` to ``status``.
+
+    >>> StatusUpdate(id=111, status=OrderStatus.ACCEPTED)
+    StatusUpdate(id=111, status=<OrderStatus.ACCEPTED: 'accepted'>)
+    """
+
+    id: int
+    status: str
+
+
+@attrs.frozen(kw_only=True)
+class Location:
+    """A node of the stock location tree: country, province, city or district.
+
+    The wire format nests children under ``provinces``, ``cities`` and ``districts``;
+    here they are all ``children``.
+
+    >>> tree = Location(location_code="ID", provider_data="INDONESIA",
+    ...     children=(Location(location_code="ID-AC", provider_data="ACEH"),))
+    >>> [loc.location_code for loc in tree.walk()]
+    ['ID', 'ID-AC']
+    >>> tree.find("ID-AC").provider_data
+    'ACEH'
+    """
+
+    location_code: str = ""
+    provider_data: str = ""
+    children: tuple[Location, ...] = ()
+
+    def walk(self) -> Iterator[Location]:
+        """Yield this location and every descendant, depth first, parents before children."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    def find(self, location_code: str) -> Location | None:
+        """The location with this code in this subtree, or ``None``."""
+        for node in self.walk():
+            if node.location_code == location_code:
+                return node
+        return None
