@@ -1,0 +1,336 @@
+"""The sandbox's aiohttp application: the Connexi v1 routes, auth, faults and recording."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from .._convert import (
+    _to_timestamp,
+    decode_new_orders,
+    decode_status_updates,
+    encode_locations,
+    encode_orders,
+)
+from .._errors import DecodeError
+from .._models import Order, OrderStatus
+from ._data import Dataset
+from ._faults import FaultKind, Faults, Recorder
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# What PATCH may do: status -> statuses it may move to. Setting the current status again
+# is a no-op that succeeds, which is what makes a retried PATCH safe.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.ACCEPTED, OrderStatus.CANCELLED}),
+    OrderStatus.ACCEPTED: frozenset({OrderStatus.PACKED, OrderStatus.CANCELLED}),
+    OrderStatus.PACKED: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED}),
+    OrderStatus.SHIPPED: frozenset({OrderStatus.COMPLETED}),
+    OrderStatus.COMPLETED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+# The lifecycle stamp a status sets: (timestamp field, user field or None).
+STAMPS: dict[str, tuple[str, str | None]] = {
+    OrderStatus.ACCEPTED: ("accepted_at", "accepted_by"),
+    OrderStatus.PACKED: ("packed_at", "packed_by"),
+    OrderStatus.SHIPPED: ("shipment_tracked_at", None),
+    OrderStatus.CANCELLED: ("cancelled_at", "cancelled_by"),
+}
+SANDBOX_USER_ID = 900  # the user id the sandbox stamps into *_by fields
+
+STATE_KEY: web.AppKey[SandboxState] = web.AppKey("connexi_sandbox_state")
+
+
+@attrs.define(kw_only=True)
+class SandboxState:
+    """Everything the running app reads and writes; tests reach it through ``Sandbox``."""
+
+    dataset: Dataset
+    api_key: str
+    api_secret: str = attrs.field(repr=False)
+    faults: Faults = attrs.field(factory=Faults)
+    recorder: Recorder = attrs.field(factory=Recorder)
+    cap: int | None = None
+    latency_ms: float = 0.0
+    stall_seconds: float = 10.0
+    retry_after: int = 0
+    redirect_to: str | None = None
+    cache_bytes: int = 512 * 1024 * 1024
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _cache: OrderedDict[tuple[int, int, int | None, int], bytes] = attrs.field(factory=OrderedDict)
+    _cached_bytes: int = 0
+
+    def window_body(self, start: datetime, end: datetime) -> bytes:
+        """The encoded Get Order body of a window, cached until the next write."""
+        key = (
+            int(start.timestamp() * 1_000_000),
+            int(end.timestamp() * 1_000_000),
+            self.cap,
+            self.dataset.version,
+        )
+        body = self._cache.get(key)
+        if body is not None:
+            self._cache.move_to_end(key)
+            return body
+        orders = self.dataset.between(start, end)
+        if self.cap is not None:
+            orders = (o for _, o in zip(range(self.cap), orders, strict=False))
+        body = encode_orders(orders)
+        self._cache[key] = body
+        self._cached_bytes += len(body)
+        while self._cached_bytes > self.cache_bytes and self._cache:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= len(old)
+        return body
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+        self._cached_bytes = 0
+
+
+def error_response(status: int, message: str, **extra: Any) -> web.Response:
+    """A JSON error body like a Go API sends: a message and a reference to quote."""
+    body = {"message": message, "reference": str(uuid.uuid4()), **extra}
+    return web.json_response(body, status=status)
+
+
+def _period(request: web.Request, *, required: bool) -> tuple[datetime, datetime] | None:
+    raw_start, raw_end = request.query.get("start"), request.query.get("end")
+    if raw_start is None and raw_end is None and not required:
+        return None
+    if not raw_start or not raw_end:
+        raise web.HTTPBadRequest(reason="start and end are both required")
+    bounds = []
+    for name, raw in (("start", raw_start), ("end", raw_end)):
+        try:
+            value = _to_timestamp(raw)
+        except ValueError:
+            value = None
+        if value is None:
+            raise web.HTTPBadRequest(
+                reason=f"{name} must be an RFC 3339 timestamp such as 2018-11-07T00:00:00Z, got {raw!r}"
+            )
+        bounds.append(value)
+    start, end = bounds
+    if start > end:
+        raise web.HTTPBadRequest(reason=f"start {raw_start} is after end {raw_end}")
+    return start, end
+
+
+async def get_orders(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    period = _period(request, required=True)
+    assert period is not None
+    body = state.window_body(*period)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def get_stocks(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    period = _period(request, required=False)
+    start, end = period if period is not None else (None, None)
+    body = encode_locations(state.dataset.locations(start, end))
+    return web.Response(body=body, content_type="application/json")
+
+
+async def create_orders(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    try:
+        new_orders = decode_new_orders(await request.read(), context="Create Order body")
+    except DecodeError as exc:
+        return error_response(400, str(exc))
+    problems = []
+    seen: set[tuple[str, str]] = set()
+    for index, new in enumerate(new_orders):
+        where = f"$.orders[{index}]"
+        if not new.remote_order_id or not new.marketplace_code:
+            problems.append(f"{where}: remote_order_id and marketplace_code are required")
+            continue
+        key = (new.remote_order_id, new.marketplace_code)
+        if key in seen or state.dataset.remote_key_taken(*key):
+            problems.append(
+                f"{where}: an order with remote_order_id {new.remote_order_id} on "
+                f"{new.marketplace_code} already exists"
+            )
+        seen.add(key)
+    if problems:
+        return error_response(400, "; ".join(problems) + "; no order was created")
+    now = state.now()
+    created = [state.dataset.create(new, now) for new in new_orders]
+    state.invalidate()
+    return web.Response(body=encode_orders(created), content_type="application/json")
+
+
+def _normalise_status(status: str) -> str:
+    lowered = status.strip().lower()
+    return OrderStatus.CANCELLED if lowered == "canceled" else lowered
+
+
+async def update_orders(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    try:
+        updates = decode_status_updates(await request.read(), context="Update Order body")
+    except DecodeError as exc:
+        return error_response(400, str(exc))
+    now = state.now()
+    changed: dict[int, Order] = {}
+    missing, refused = [], []
+    for index, update in enumerate(updates):
+        order = changed.get(update.id) or state.dataset.get(update.id)
+        if order is None:
+            missing.append(f"$[{index}]: order {update.id} does not exist")
+            continue
+        target = _normalise_status(update.status)
+        current = order.order_status or OrderStatus.PENDING
+        if target == current:
+            changed[order.id] = order
+            continue
+        if target not in TRANSITIONS:
+            refused.append(f"$[{index}]: {update.status!r} is not an order status")
+            continue
+        if target not in TRANSITIONS.get(current, frozenset()):
+            refused.append(f"$[{index}]: order {order.id} cannot go from {current} to {target}")
+            continue
+        fields: dict[str, Any] = {"order_status": target, "updated_at": now}
+        if target in STAMPS:
+            stamp, by = STAMPS[target]
+            fields[stamp] = now
+            if by is not None:
+                fields[by] = SANDBOX_USER_ID
+        changed[order.id] = attrs.evolve(order, **fields)
+    if missing:
+        return error_response(404, "; ".join(missing) + "; no order was updated")
+    if refused:
+        return error_response(400, "; ".join(refused) + "; no order was updated")
+    for order in changed.values():
+        state.dataset.replace(order)
+    state.invalidate()
+    return web.Response(body=encode_orders(changed.values()), content_type="application/json")
+
+
+def _authorised(request: web.Request, state: SandboxState) -> bool:
+    key = request.headers.get("api_key", "").encode()
+    secret = request.headers.get("api_secret", "").encode()
+    # Both compared, always, in constant time: no early exit tells which one was wrong.
+    key_ok = hmac.compare_digest(key, state.api_key.encode())
+    secret_ok = hmac.compare_digest(secret, state.api_secret.encode())
+    return key_ok and secret_ok
+
+
+async def _serve(request: web.Request, handler: Handler, state: SandboxState) -> web.StreamResponse:
+    if not _authorised(request, state):
+        return error_response(401, "invalid api_key or api_secret")
+    return await handler(request)
+
+
+async def _apply_fault(
+    fault: FaultKind, request: web.Request, handler: Handler, state: SandboxState
+) -> web.StreamResponse:
+    if fault in (FaultKind.RATE_LIMIT, FaultKind.RATE_LIMIT_DATE):
+        if fault is FaultKind.RATE_LIMIT:
+            retry_after = str(state.retry_after)
+        else:
+            when = state.now() + timedelta(seconds=state.retry_after)
+            retry_after = format_datetime(when.astimezone(UTC), usegmt=True)
+        response = error_response(429, "too many requests")
+        response.headers["Retry-After"] = retry_after
+        return response
+    if fault is FaultKind.SERVER_ERROR:
+        return error_response(500, "internal server error")
+    if fault is FaultKind.BAD_GATEWAY:
+        html = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+        return web.Response(status=502, text=html, content_type="text/html")
+    if fault is FaultKind.UNAVAILABLE:
+        return error_response(503, "service under maintenance")
+    if fault is FaultKind.GATEWAY_TIMEOUT:
+        return web.Response(status=504, text="upstream timed out", content_type="text/plain")
+    if fault is FaultKind.DISCONNECT:
+        _drop(request)
+        return web.Response()
+    if fault is FaultKind.REDIRECT:
+        target = state.redirect_to or f"http://127.0.0.2:{request.url.port}"
+        raise web.HTTPTemporaryRedirect(location=f"{target.rstrip('/')}{request.path_qs}")
+    if fault is FaultKind.MALFORMED:
+        return web.Response(
+            body=b'{"orders": [{"id": 1, "total": ', content_type="application/json"
+        )
+    if fault is FaultKind.STALL_HEADERS:
+        await asyncio.sleep(state.stall_seconds)
+        return await _serve(request, handler, state)
+    # The body faults need the real body first.
+    real = await _serve(request, handler, state)
+    body = real.body if isinstance(real, web.Response) and isinstance(real.body, bytes) else b"{}"
+    half = max(len(body) // 2, 1)
+    response: web.StreamResponse = web.StreamResponse(status=real.status)
+    response.content_type = "application/json"
+    if fault is FaultKind.TRUNCATE:
+        response.content_length = len(body) + 1024
+        await response.prepare(request)
+        await response.write(body[:half])
+        _drop(request)
+        return response
+    # STALL_BODY
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[:half])
+    await asyncio.sleep(state.stall_seconds)
+    await response.write(body[half:])
+    await response.write_eof()
+    return response
+
+
+def _drop(request: web.Request) -> None:
+    """Close the connection under the request: the client sees a disconnect."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    recorder = state.recorder
+    route = f"{request.method} {request.path}"
+    recorder.requests[route] += 1
+    recorder.in_flight += 1
+    recorder.max_in_flight = max(recorder.max_in_flight, recorder.in_flight)
+    try:
+        if request.method in ("POST", "PATCH", "PUT"):
+            recorder.writes.append((route, await request.read()))
+        if state.latency_ms:
+            await asyncio.sleep(state.latency_ms / 1000)
+        fault = state.faults.next_fault(request.method, request.path)
+        if fault is not None:
+            recorder.faults[fault] += 1
+            return await _apply_fault(fault, request, handler, state)
+        return await _serve(request, handler, state)
+    except web.HTTPRedirection:
+        raise
+    except web.HTTPException as exc:
+        # 404 and 405 from the router, 400 from _period: a JSON body like the API's own.
+        response = error_response(exc.status, exc.reason)
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+        return response
+    finally:
+        recorder.in_flight -= 1
+
+
+def build_app(state: SandboxState) -> web.Application:
+    """The sandbox application over ``state``."""
+    app = web.Application(middlewares=[_middleware], client_max_size=64 * 1024 * 1024)
+    app[STATE_KEY] = state
+    app.router.add_get("/v1/order", get_orders, allow_head=False)
+    app.router.add_post("/v1/order", create_orders)
+    app.router.add_patch("/v1/order", update_orders)
+    app.router.add_get("/v1/product/stocks", get_stocks, allow_head=False)
+    return app

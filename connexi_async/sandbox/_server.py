@@ -1,0 +1,163 @@
+"""Starting and stopping the sandbox: ``async with Sandbox() as sandbox``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import TracebackType
+
+from aiohttp import web
+from yarl import URL
+
+from ._app import SandboxState, build_app
+from ._data import DataConfig, Dataset
+from ._faults import Faults, Recorder
+
+DEFAULT_API_KEY = "sandbox-key"
+DEFAULT_API_SECRET = "sandbox-secret"
+
+
+class Sandbox:
+    """An embedded Connexi v1 server on loopback, for tests, demos and benchmarks.
+
+    >>> async def main():
+    ...     async with Sandbox(orders=1_000, seed=7) as sandbox:
+    ...         async with ConnexiClient(**sandbox.credentials) as client:
+    ...             ...
+
+    ``credentials`` holds ``api_key``, ``api_secret`` and ``base_url`` for the client.
+    ``faults`` makes it misbehave (:class:`Faults`), ``recorder`` tells what it received,
+    and ``latency_ms``, ``cap``, ``stall_seconds``, ``retry_after`` may be changed while
+    it runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        orders: int = 10_000,
+        seed: int = 7,
+        start: datetime = datetime(2026, 10, 1, tzinfo=UTC),
+        days: float = 30.0,
+        burst_at: datetime | None = None,
+        burst_orders: int = 0,
+        cap: int | None = None,
+        latency_ms: float = 0.0,
+        stall_seconds: float = 10.0,
+        retry_after: int = 0,
+        redirect_to: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str = DEFAULT_API_KEY,
+        api_secret: str = DEFAULT_API_SECRET,
+    ) -> None:
+        config = DataConfig(
+            seed=seed,
+            orders=orders,
+            start=start,
+            days=days,
+            burst_at=burst_at,
+            burst_orders=burst_orders,
+        )
+        self.state = SandboxState(
+            dataset=Dataset(config),
+            api_key=api_key,
+            api_secret=api_secret,
+            cap=cap,
+            latency_ms=latency_ms,
+            stall_seconds=stall_seconds,
+            retry_after=retry_after,
+            redirect_to=redirect_to,
+        )
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._base_url: URL | None = None
+
+    def __repr__(self) -> str:
+        where = self._base_url or "not started"
+        return f"<Sandbox {where} orders={len(self.dataset)}>"
+
+    # -- what tests reach ------------------------------------------------------------
+
+    @property
+    def dataset(self) -> Dataset:
+        return self.state.dataset
+
+    @property
+    def faults(self) -> Faults:
+        return self.state.faults
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.state.recorder
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("the sandbox is not running: use `async with Sandbox() as sandbox`")
+        return str(self._base_url)
+
+    @property
+    def port(self) -> int:
+        port = URL(self.base_url).port
+        assert port is not None
+        return port
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """``api_key``, ``api_secret`` and ``base_url``: ``ConnexiClient(**sandbox.credentials)``."""
+        return {
+            "api_key": self.state.api_key,
+            "api_secret": self.state.api_secret,
+            "base_url": self.base_url,
+        }
+
+    @property
+    def cap(self) -> int | None:
+        return self.state.cap
+
+    @cap.setter
+    def cap(self, value: int | None) -> None:
+        self.state.cap = value
+        self.state.invalidate()
+
+    @property
+    def latency_ms(self) -> float:
+        return self.state.latency_ms
+
+    @latency_ms.setter
+    def latency_ms(self, value: float) -> None:
+        self.state.latency_ms = value
+
+    def order_ids(self, start: datetime, end: datetime) -> list[int]:
+        """The ids the sandbox holds with ``start <= created_at < end``, in its order."""
+        return [o.id for o in self.dataset.between(start, end)]
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = build_app(self.state)
+        # handler_cancellation: a stalled handler ends when its client hangs up.
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, shutdown_timeout=0.5)
+        await site.start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._base_url = URL.build(scheme="http", host=host, port=port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
