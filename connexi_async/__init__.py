@@ -5,6 +5,7 @@
 Decimal('0.1')
 """
 
+from ._client import DEFAULT_BASE_URL, ConnexiClient
 from ._convert import (
     decode_locations,
     decode_new_orders,
@@ -35,14 +36,19 @@ from ._errors import (
     WindowTooDenseError,
 )
 from ._models import LineItem, Location, NewLineItem, NewOrder, Order, OrderStatus, StatusUpdate
+from ._retry import RetryPolicy
+from ._stream import RecordStream, StreamStats
+from ._windows import Window, plan_windows, split_window
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "DEFAULT_BASE_URL",
     "APIError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "ConnexiClient",
     "ConnexiError",
     "DecodeError",
     "EncodeError",
@@ -57,10 +63,14 @@ __all__ = [
     "OutcomeUnknownError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RecordStream",
     "RedirectError",
+    "RetryPolicy",
     "ServerError",
     "StatusUpdate",
+    "StreamStats",
     "TransportError",
+    "Window",
     "WindowError",
     "WindowTooDenseError",
     "__version__",
@@ -72,4 +82,6 @@ __all__ = [
     "encode_new_orders",
     "encode_orders",
     "encode_status_updates",
+    "plan_windows",
+    "split_window",
 ]

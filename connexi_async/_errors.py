@@ -176,10 +176,7 @@ class WindowError(ConnexiError):
     def __init__(self, start: datetime, end: datetime, reason: str) -> None:
         self.start = start
         self.end = end
-        super().__init__(
-            f"window [{_iso(start)}, {_iso(end)}) failed: {reason}. "
-            f"Everything before {_iso(start)} was delivered; resume from there."
-        )
+        super().__init__(f"window [{_iso(start)}, {_iso(end)}) failed: {reason}")
 
 
 class WindowTooDenseError(WindowError):
@@ -198,4 +195,4 @@ class WindowTooDenseError(WindowError):
 
 
 def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")

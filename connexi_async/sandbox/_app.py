@@ -270,22 +270,22 @@ async def _apply_fault(
     real = await _serve(request, handler, state)
     body = real.body if isinstance(real, web.Response) and isinstance(real.body, bytes) else b"{}"
     half = max(len(body) // 2, 1)
-    response: web.StreamResponse = web.StreamResponse(status=real.status)
-    response.content_type = "application/json"
+    stream = web.StreamResponse(status=real.status)
+    stream.content_type = "application/json"
     if fault is FaultKind.TRUNCATE:
-        response.content_length = len(body) + 1024
-        await response.prepare(request)
-        await response.write(body[:half])
+        stream.content_length = len(body) + 1024
+        await stream.prepare(request)
+        await stream.write(body[:half])
         _drop(request)
-        return response
+        return stream
     # STALL_BODY
-    response.content_length = len(body)
-    await response.prepare(request)
-    await response.write(body[:half])
+    stream.content_length = len(body)
+    await stream.prepare(request)
+    await stream.write(body[:half])
     await asyncio.sleep(state.stall_seconds)
-    await response.write(body[half:])
-    await response.write_eof()
-    return response
+    await stream.write(body[half:])
+    await stream.write_eof()
+    return stream
 
 
 def _drop(request: web.Request) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import TypedDict
 
 from aiohttp import web
 from yarl import URL
@@ -11,6 +12,15 @@ from yarl import URL
 from ._app import SandboxState, build_app
 from ._data import DataConfig, Dataset
 from ._faults import Faults, Recorder
+
+
+class Credentials(TypedDict):
+    """What a client needs: ``ConnexiClient(**sandbox.credentials)``."""
+
+    api_key: str
+    api_secret: str
+    base_url: str
+
 
 DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_API_SECRET = "sandbox-secret"
@@ -103,7 +113,7 @@ class Sandbox:
         return port
 
     @property
-    def credentials(self) -> dict[str, str]:
+    def credentials(self) -> Credentials:
         """``api_key``, ``api_secret`` and ``base_url``: ``ConnexiClient(**sandbox.credentials)``."""
         return {
             "api_key": self.state.api_key,
@@ -137,9 +147,11 @@ class Sandbox:
     async def start(self) -> None:
         app = build_app(self.state)
         # handler_cancellation: a stalled handler ends when its client hangs up.
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, self._host, self._port)
         await site.start()
         self._runner = runner
         host, port = runner.addresses[0][:2]

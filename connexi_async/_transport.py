@@ -1,0 +1,517 @@
+"""The only code that does HTTP: session ownership, credentials, timeouts, retries, errors.
+
+Credentials are attached per request and never as a session's default headers, and
+redirects are never followed, so ``api_key`` and ``api_secret`` only ever go to the base
+URL's host. No exception raised here carries aiohttp's ``request_info`` (its repr shows
+the headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import random as _random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConnexiError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    RateLimitError,
+    RedirectError,
+    ServerError,
+    TransportError,
+)
+from ._retry import (
+    RetryPolicy,
+    backoff_delay,
+    may_retry_status,
+    may_retry_transport,
+    parse_retry_after,
+)
+
+logger = logging.getLogger("connexi_async")
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """Seconds. ``connect``: the TCP (and TLS) connect only, never the wait for a pooled
+    connection; ``read``: the longest silence while reading a response; ``total``: the
+    whole call, retries and their waits included."""
+
+    connect: float = 10.0
+    read: float = 30.0
+    total: float = 120.0
+
+
+@attrs.frozen
+class Response:
+    """A successful (2xx) response, read in full."""
+
+    status: int
+    body: bytes
+    attempts: int
+
+
+class _Secret(str):
+    """A string that never shows itself in a repr."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+def check_credential(name: str, value: object) -> str:
+    """Non-empty, printable, header-safe; the message never echoes the value."""
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{name} must be a non-empty string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigurationError(f"{name} contains a control character (a stray newline?)")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"{name} has characters an HTTP header cannot carry") from None
+    if value != value.strip():
+        raise ConfigurationError(f"{name} starts or ends with white space")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    return False
+
+
+def check_base_url(base_url: str | URL, *, allow_insecure_http: bool) -> URL:
+    url = URL(base_url)
+    if url.scheme not in ("https", "http") or not url.host:
+        raise ConfigurationError(
+            f"base_url must be an http(s) URL such as https://api2.connexi.id, got {str(url)!r}"
+        )
+    if url.user or url.password:
+        raise ConfigurationError("base_url must not carry credentials; pass api_key and api_secret")
+    if url.query_string or url.fragment:
+        raise ConfigurationError("base_url must not have a query string or fragment")
+    if url.scheme == "http" and not (allow_insecure_http or _is_loopback(url.host)):
+        raise ConfigurationError(
+            f"base_url {url} is plain http: the api_secret would cross the network unencrypted. "
+            "Use https, or pass allow_insecure_http=True if you really mean it"
+        )
+    return url
+
+
+class _Failure(Exception):
+    """One failed attempt below HTTP. ``sent``: the request may have reached the server."""
+
+    def __init__(self, description: str, *, sent: bool, retryable: bool = True) -> None:
+        super().__init__(description)
+        self.sent = sent
+        self.retryable = retryable
+
+
+def _describe(exc: BaseException) -> tuple[str, bool, bool]:
+    """(what happened, may it have been sent, may it be retried) for an aiohttp failure."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS failed: {exc.__class__.__name__}", False, False
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connect timed out", False, True
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return (
+            f"could not connect to {exc.host}:{exc.port} ({exc.strerror or exc.os_error})",
+            False,
+            True,
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before answering", True, True
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short", True, True
+    if isinstance(exc, aiohttp.SocketTimeoutError | asyncio.TimeoutError):
+        return "read timed out", True, True
+    if isinstance(exc, aiohttp.ClientOSError | aiohttp.ClientConnectionError | OSError):
+        return f"connection failed ({exc.__class__.__name__})", True, True
+    return f"request failed ({exc.__class__.__name__})", True, False
+
+
+def _error_details(body: bytes) -> tuple[str | None, str | None, str]:
+    """(server message, reference, excerpt) from an error body, JSON or not."""
+    excerpt = body[:200].decode("utf-8", "replace")
+    message = reference = None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None, None, excerpt
+    if isinstance(parsed, dict):
+        for key in ("message", "error", "error_message", "detail"):
+            if isinstance(parsed.get(key), str) and parsed[key]:
+                message = parsed[key]
+                break
+        for key in ("reference", "request_id", "trace_id"):
+            if isinstance(parsed.get(key), str) and parsed[key]:
+                reference = parsed[key]
+                break
+    return message, reference, excerpt
+
+
+_STATUS_ERRORS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    422: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+}
+_HINTS: dict[type[APIError], str] = {
+    AuthenticationError: "Check api_key and api_secret (CONNEXI_API_KEY, CONNEXI_API_SECRET).",
+    PermissionDeniedError: "These credentials may not do this; ask SIRCLO to grant access.",
+}
+
+
+def api_error(
+    status: int, method: str, path: str, body: bytes, headers: Mapping[str, str]
+) -> APIError:
+    """The typed exception for a non-2xx status."""
+    message, reference, excerpt = _error_details(body)
+    common: dict[str, Any] = {
+        "status": status,
+        "method": method,
+        "path": path,
+        "server_message": message,
+        "reference": reference,
+        "body_excerpt": excerpt,
+    }
+    if 300 <= status < 400:
+        location = headers.get("Location")
+        return RedirectError(
+            location=location,
+            hint=f"Redirects are not followed, so credentials never leave the base URL's host; "
+            f"the server points at {location!r}: check base_url.",
+            **common,
+        )
+    if status == 429:
+        return RateLimitError(**common)
+    if status >= 500:
+        return ServerError(**common)
+    cls = _STATUS_ERRORS.get(status, APIError)
+    return cls(hint=_HINTS.get(cls, ""), **common)
+
+
+class Transport:
+    """Sends requests to one base URL with one set of credentials. Used by ConnexiClient."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_secret: str,
+        base_url: str | URL,
+        session: aiohttp.ClientSession | None,
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+        max_connections: int,
+        requests_per_second: float | None,
+        allow_insecure_http: bool,
+        clock: Clock,
+        sleep: Sleep,
+        random: Callable[[], float],
+        wall_clock: Callable[[], datetime],
+    ) -> None:
+        self._api_key = check_credential("api_key", api_key)
+        self._api_secret = _Secret(check_credential("api_secret", api_secret))
+        self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        if max_connections < 1:
+            raise ConfigurationError(f"max_connections must be at least 1, got {max_connections}")
+        if requests_per_second is not None and requests_per_second <= 0:
+            raise ConfigurationError(
+                f"requests_per_second must be positive, got {requests_per_second}"
+            )
+        self.timeouts = timeouts
+        self.retry = retry
+        self.max_connections = max_connections
+        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._user_session = session
+        self._own_session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+        self._wall_clock = wall_clock
+        self._paused_until = 0.0  # a 429 pauses every request of this transport
+        self._next_slot = 0.0  # the client-side rate limit's next free start time
+        self._aiohttp_timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read
+        )
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.base_url} api_key={self._api_key[:4]}…>"
+
+    # -- session ---------------------------------------------------------------------
+
+    @property
+    def pool_limit(self) -> int:
+        """How many connections may be open at once (0: no limit)."""
+        if self._user_session is not None:
+            connector = self._user_session.connector
+            return connector.limit if connector is not None else 0
+        return self.max_connections
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ConnexiError("this client is closed; create a new ConnexiClient")
+        if self._user_session is not None:
+            return self._user_session
+        if self._own_session is None:
+            # Created here, inside the running loop, on first use.
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
+            session = aiohttp.ClientSession(connector=connector)
+            # aiohttp re-sends an idempotent request once on a dropped keep-alive
+            # connection, unseen; our own retry loop does that with backoff and counts it.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            self._own_session = session
+        return self._own_session
+
+    async def aclose(self) -> None:
+        """Close our own session (never the user's). Safe to call twice."""
+        self._closed = True
+        session, self._own_session = self._own_session, None
+        if session is not None:
+            await session.close()
+
+    # -- pacing ----------------------------------------------------------------------
+
+    async def _wait_turn(self) -> None:
+        while (delay := self._paused_until - self._clock()) > 0:
+            await self._sleep(delay)
+        if self._interval:
+            now = self._clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self._interval
+            if slot > now:
+                await self._sleep(slot - now)
+
+    # -- requests --------------------------------------------------------------------
+
+    def url(self, path: str) -> URL:
+        return self.base_url.with_path(self.base_url.path.rstrip("/") + path)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Response:
+        """Send with retries; return a 2xx response or raise a :class:`ConnexiError`."""
+        deadline = asyncio.timeout(self.timeouts.total)
+        try:
+            async with deadline:
+                return await self._request(method, path, params, body)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise  # pragma: no cover - aiohttp's own timeouts are caught inside
+            if method == "POST":
+                raise OutcomeUnknownError(
+                    f"{method} {path} did not finish within the {self.timeouts.total:g} s "
+                    "deadline; the orders may or may not have been created. Fetch the period "
+                    "with client.orders(...) and look for your remote_order_id values before "
+                    "sending them again.",
+                    method=method,
+                    path=path,
+                ) from exc
+            raise TransportError(
+                f"{method} {path} did not finish within the {self.timeouts.total:g} s deadline "
+                "(retries included); raise timeout= or try later",
+                method=method,
+                path=path,
+            ) from None
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+    ) -> Response:
+        url = self.url(path)
+        headers = {"api_key": self._api_key, "api_secret": str(self._api_secret)}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._wait_turn()
+            started = self._clock()
+            try:
+                status, data, response_headers = await self._send(
+                    method, url, params, body, headers
+                )
+            except _Failure as failure:
+                elapsed = (self._clock() - started) * 1000
+                can_retry = failure.retryable and may_retry_transport(method, sent=failure.sent)
+                logger.warning(
+                    "%s %s failed: %s (attempt %d, %.1f ms)",
+                    method,
+                    path,
+                    failure,
+                    attempt,
+                    elapsed,
+                )
+                if not can_retry and method == "POST" and failure.sent:
+                    raise OutcomeUnknownError(
+                        f"POST {path} failed after the request may have reached the server "
+                        f"({failure}); the orders may or may not have been created. Fetch the "
+                        "period with client.orders(...) and look for your remote_order_id "
+                        "values before sending them again.",
+                        method=method,
+                        path=path,
+                    ) from failure.__cause__
+                if not can_retry or attempt >= self.retry.max_attempts:
+                    tries = f" after {attempt} attempts" if attempt > 1 else ""
+                    raise TransportError(
+                        f"{method} {path} failed{tries}: {failure}", method=method, path=path
+                    ) from failure.__cause__
+                await self._sleep(backoff_delay(attempt, self.retry, self._random))
+                continue
+            elapsed = (self._clock() - started) * 1000
+            logger.debug(
+                "%s %s -> %d (attempt %d, %.1f ms)", method, path, status, attempt, elapsed
+            )
+            if 200 <= status < 300:
+                return Response(status=status, body=data, attempts=attempt)
+            error = api_error(status, method, path, data, response_headers)
+            if not may_retry_status(method, status):
+                if method == "POST" and isinstance(error, ServerError):
+                    raise OutcomeUnknownError(
+                        f"POST {path} got HTTP {status} after the request reached the server; "
+                        "the orders may or may not have been created. Fetch the period with "
+                        "client.orders(...) and look for your remote_order_id values before "
+                        "sending them again.",
+                        method=method,
+                        path=path,
+                    ) from error
+                raise error
+            wait = backoff_delay(attempt, self.retry, self._random)
+            if status == 429:
+                asked = parse_retry_after(response_headers.get("Retry-After"), self._wall_clock())
+                if asked is not None and asked > self.retry.max_retry_after:
+                    raise RateLimitError(
+                        retry_after=asked,
+                        status=status,
+                        method=method,
+                        path=path,
+                        server_message=error.server_message,
+                        reference=error.reference,
+                        body_excerpt=error.body_excerpt,
+                        hint=f"The server asked to wait {asked:g} s, longer than "
+                        f"max_retry_after={self.retry.max_retry_after:g} s; try again later.",
+                    )
+                if asked is not None:
+                    wait = asked
+                # Every request of this client waits, not only this one.
+                self._paused_until = max(self._paused_until, self._clock() + wait)
+                if attempt >= self.retry.max_attempts:
+                    raise RateLimitError(
+                        retry_after=asked,
+                        status=status,
+                        method=method,
+                        path=path,
+                        server_message=error.server_message,
+                        reference=error.reference,
+                        body_excerpt=error.body_excerpt,
+                        hint=f"Still rate limited after {attempt} attempts.",
+                    )
+            elif attempt >= self.retry.max_attempts:
+                raise error
+            logger.warning(
+                "%s %s -> %d, retrying in %.2f s (attempt %d of %d)",
+                method,
+                path,
+                status,
+                wait,
+                attempt,
+                self.retry.max_attempts,
+            )
+            if status != 429:
+                await self._sleep(wait)
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        session = self._session()
+        try:
+            async with session.request(
+                method,
+                url,
+                params=params,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                raise_for_status=False,
+                timeout=self._aiohttp_timeout,
+            ) as response:
+                data = await response.read()
+                # Only what the retry logic and the errors need; never request_info.
+                kept = {k: v for k in ("Retry-After", "Location") if (v := response.headers.get(k))}
+                return response.status, data, kept
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            description, sent, retryable = _describe(exc)
+            failure = _Failure(description, sent=sent, retryable=retryable)
+            # The cause kept for debugging is stripped of request_info (headers!).
+            failure.__cause__ = _scrub(exc)
+            raise failure from None
+
+
+def _scrub(exc: BaseException) -> BaseException:
+    """A copy of an aiohttp exception fit to chain: no request_info, no headers."""
+    return TransportCause(f"{exc.__class__.__module__}.{exc.__class__.__name__}: {_safe_text(exc)}")
+
+
+def _safe_text(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"status={exc.status} message={exc.message!r}"
+    text = str(exc)
+    return text[:300]
+
+
+class TransportCause(Exception):
+    """What aiohttp raised, as text without request headers, chained as ``__cause__``."""
+
+
+def default_wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+DEFAULTS = {
+    "clock": time.monotonic,
+    "sleep": asyncio.sleep,
+    "random": _random.random,
+    "wall_clock": default_wall_clock,
+}

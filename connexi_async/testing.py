@@ -1,0 +1,50 @@
+"""A pytest plugin for your own tests: a running sandbox and a client connected to it.
+
+Enable it in your ``conftest.py`` (it needs pytest-asyncio)::
+
+    pytest_plugins = ["connexi_async.testing"]
+
+    async def test_my_sync_job(connexi_sandbox, connexi_client):
+        connexi_sandbox.faults.script("GET /v1/order", "unavailable")
+        await my_sync_job(connexi_client)
+        assert connexi_sandbox.recorder.count("PATCH /v1/order") == 1
+
+Fixtures: ``connexi_sandbox`` (a :class:`~connexi_async.sandbox.Sandbox` with 1,000
+orders in October 2026, seed 7) and ``connexi_client`` (a ``ConnexiClient`` on it with
+fast retries). Override ``connexi_sandbox_options`` to change the sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from ._client import ConnexiClient
+from .sandbox import Sandbox
+
+__all__ = ["connexi_client", "connexi_sandbox", "connexi_sandbox_options"]
+
+
+@pytest.fixture
+def connexi_sandbox_options() -> dict[str, Any]:
+    """Keyword arguments for the sandbox; override this fixture to change them."""
+    return {"orders": 1_000, "seed": 7}
+
+
+@pytest_asyncio.fixture
+async def connexi_sandbox(connexi_sandbox_options: dict[str, Any]) -> AsyncIterator[Sandbox]:
+    """A sandbox server running on loopback for the duration of one test."""
+    async with Sandbox(**connexi_sandbox_options) as sandbox:
+        yield sandbox
+
+
+@pytest_asyncio.fixture
+async def connexi_client(connexi_sandbox: Sandbox) -> AsyncIterator[ConnexiClient]:
+    """A client for ``connexi_sandbox``, with retries that wait milliseconds, not seconds."""
+    async with ConnexiClient(
+        **connexi_sandbox.credentials, backoff_base=0.001, backoff_max=0.01
+    ) as client:
+        yield client
