@@ -1,0 +1,414 @@
+"""The request core against the sandbox over real HTTP: faults, retries, errors, safety."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from connexi_async import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConnexiClient,
+    ConnexiError,
+    NewOrder,
+    NotFoundError,
+    OutcomeUnknownError,
+    RateLimitError,
+    RedirectError,
+    ServerError,
+    StatusUpdate,
+    TransportError,
+)
+from connexi_async.sandbox import FaultKind, Sandbox
+
+OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
+OCT2 = OCT1 + timedelta(days=1)
+SECRET = "sandbox-secret"
+
+GET = "GET /v1/order"
+POST = "POST /v1/order"
+PATCH = "PATCH /v1/order"
+
+
+def fast_client(sandbox: Sandbox, **options: object) -> ConnexiClient:
+    defaults: dict[str, object] = {"backoff_base": 0.001, "backoff_max": 0.01, "read_timeout": 0.5}
+    return ConnexiClient(**sandbox.credentials, **{**defaults, **options})  # type: ignore[arg-type]
+
+
+def first_pending(sandbox: Sandbox) -> int:
+    for order in sandbox.dataset.between(OCT1, OCT1 + timedelta(days=30)):
+        if order.order_status == "pending":
+            return order.id
+    raise AssertionError("no pending order")
+
+
+RETRIED_FAULTS = [
+    FaultKind.RATE_LIMIT,
+    FaultKind.RATE_LIMIT_DATE,
+    FaultKind.SERVER_ERROR,
+    FaultKind.BAD_GATEWAY,
+    FaultKind.UNAVAILABLE,
+    FaultKind.GATEWAY_TIMEOUT,
+    FaultKind.DISCONNECT,
+    FaultKind.TRUNCATE,
+    FaultKind.STALL_HEADERS,
+    FaultKind.STALL_BODY,
+]
+
+
+@pytest.mark.parametrize("fault", RETRIED_FAULTS)
+async def test_get_retries_each_fault_once(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
+    connexi_sandbox.state.stall_seconds = 2.0
+    connexi_sandbox.faults.script(GET, fault)
+    async with fast_client(connexi_sandbox, read_timeout=0.2) as client:
+        orders = await client.fetch_orders(OCT1, OCT2)
+    assert [o.id for o in orders] == connexi_sandbox.order_ids(OCT1, OCT2)
+    # One faulty attempt, one good one: exactly two requests reached the server.
+    assert connexi_sandbox.recorder.count(GET) == 2
+
+
+@pytest.mark.parametrize("fault", RETRIED_FAULTS)
+async def test_patch_retries_each_fault_once(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
+    connexi_sandbox.state.stall_seconds = 2.0
+    order_id = first_pending(connexi_sandbox)
+    connexi_sandbox.faults.script(PATCH, fault)
+    async with fast_client(connexi_sandbox, read_timeout=0.2) as client:
+        updated = await client.update_order_statuses([StatusUpdate(id=order_id, status="accepted")])
+    assert connexi_sandbox.recorder.count(PATCH) == 2
+    assert [o.order_status for o in updated] == ["accepted"]
+
+
+@pytest.mark.parametrize("fault", [FaultKind.RATE_LIMIT, FaultKind.RATE_LIMIT_DATE])
+async def test_post_retries_a_429(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
+    connexi_sandbox.faults.script(POST, fault)
+    async with fast_client(connexi_sandbox) as client:
+        created = await client.create_orders(
+            [NewOrder(remote_order_id="R1", marketplace_code="shpe")]
+        )
+    assert connexi_sandbox.recorder.count(POST) == 2
+    assert [o.remote_order_id for o in created] == ["R1"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        FaultKind.SERVER_ERROR,
+        FaultKind.BAD_GATEWAY,
+        FaultKind.UNAVAILABLE,
+        FaultKind.GATEWAY_TIMEOUT,
+        FaultKind.DISCONNECT,
+        FaultKind.TRUNCATE,
+        FaultKind.STALL_HEADERS,
+        FaultKind.STALL_BODY,
+    ],
+)
+async def test_post_is_never_sent_twice(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
+    connexi_sandbox.state.stall_seconds = 2.0
+    connexi_sandbox.faults.script(POST, fault)
+    async with fast_client(connexi_sandbox, read_timeout=0.2) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.create_orders([NewOrder(remote_order_id="R1", marketplace_code="shpe")])
+    assert connexi_sandbox.recorder.count(POST) == 1
+    assert "may or may not have been created" in str(info.value)
+    assert "remote_order_id" in str(info.value)
+
+
+async def test_post_retries_when_the_connection_was_refused() -> None:
+    # Nothing listens: the connect fails, so nothing can have been created; retried.
+    sandbox = Sandbox(orders=10)
+    async with sandbox:
+        base_url = sandbox.base_url
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with ConnexiClient(
+        api_key="k", api_secret="s", base_url=base_url, sleep=sleep, max_attempts=3
+    ) as client:
+        with pytest.raises(TransportError, match="after 3 attempts: could not connect"):
+            await client.create_orders([NewOrder(remote_order_id="R1", marketplace_code="shpe")])
+    assert len(sleeps) == 2
+
+
+async def test_malformed_json_is_a_decode_error_not_retried(connexi_sandbox: Sandbox) -> None:
+    from connexi_async import DecodeError
+
+    connexi_sandbox.faults.script(GET, FaultKind.MALFORMED)
+    async with fast_client(connexi_sandbox) as client:
+        with pytest.raises(DecodeError, match=r"GET /v1/order \[2026-10-01T00:00:00Z"):
+            await client.fetch_orders(OCT1, OCT2)
+    assert connexi_sandbox.recorder.count(GET) == 1
+
+
+async def test_retries_give_up_after_max_attempts(connexi_sandbox: Sandbox) -> None:
+    connexi_sandbox.faults.script(GET, *[FaultKind.UNAVAILABLE] * 3)
+    async with fast_client(connexi_sandbox, max_attempts=3) as client:
+        with pytest.raises(ServerError) as info:
+            await client.fetch_orders(OCT1, OCT2)
+    assert info.value.status == 503
+    assert info.value.server_message == "service under maintenance"
+    assert info.value.reference
+    assert connexi_sandbox.recorder.count(GET) == 3
+
+
+@pytest.mark.parametrize("fault", [FaultKind.RATE_LIMIT, FaultKind.RATE_LIMIT_DATE])
+async def test_retry_after_is_honoured(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
+    connexi_sandbox.state.retry_after = 7
+    connexi_sandbox.faults.script(GET, fault)
+    clock = [1000.0]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    # The wall clock the client reads HTTP-dates against is the sandbox's own.
+    async with fast_client(
+        connexi_sandbox, clock=lambda: clock[0], sleep=sleep, wall_clock=connexi_sandbox.state.now
+    ) as client:
+        await client.fetch_orders(OCT1, OCT2)
+    assert len(sleeps) == 1
+    assert 5.0 <= sleeps[0] <= 7.0  # an HTTP-date has whole seconds
+
+
+async def test_retry_after_longer_than_the_cap_raises(connexi_sandbox: Sandbox) -> None:
+    connexi_sandbox.state.retry_after = 600
+    connexi_sandbox.faults.script(GET, FaultKind.RATE_LIMIT)
+    async with fast_client(connexi_sandbox, max_retry_after=30) as client:
+        with pytest.raises(RateLimitError) as info:
+            await client.fetch_orders(OCT1, OCT2)
+    assert info.value.retry_after == 600
+    assert connexi_sandbox.recorder.count(GET) == 1
+
+
+async def test_a_429_pauses_every_request_of_the_client(connexi_sandbox: Sandbox) -> None:
+    connexi_sandbox.state.retry_after = 2
+    connexi_sandbox.latency_ms = 20
+    connexi_sandbox.faults.script(GET, FaultKind.RATE_LIMIT)
+    clock = [0.0]
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+        await real_sleep(0)
+
+    async with fast_client(connexi_sandbox, clock=lambda: clock[0], sleep=sleep) as client:
+        first = asyncio.create_task(client.fetch_orders(OCT1, OCT2))
+        await real_sleep(0.01)  # the first request is in flight and will get the 429
+        await real_sleep(0.05)
+        # A second request started after the 429 waits for the pause too.
+        await client.fetch_orders(OCT1 + timedelta(days=2), OCT1 + timedelta(days=3))
+        await first
+    assert sleeps.count(2.0) >= 1
+    assert sum(sleeps) >= 2.0
+
+
+async def test_requests_per_second_spaces_requests(connexi_sandbox: Sandbox) -> None:
+    clock = [0.0]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    async with fast_client(
+        connexi_sandbox, clock=lambda: clock[0], sleep=sleep, requests_per_second=4
+    ) as client:
+        for _ in range(3):
+            await client.fetch_orders(OCT1, OCT2)
+    assert sleeps == [0.25, 0.25]
+
+
+async def test_errors_are_typed(connexi_sandbox: Sandbox) -> None:
+    creds = {**connexi_sandbox.credentials, "api_secret": "wrong-secret"}
+    async with ConnexiClient(**creds) as client:  # type: ignore[arg-type]
+        with pytest.raises(AuthenticationError) as info:
+            await client.fetch_orders(OCT1, OCT2)
+    assert info.value.status == 401
+    assert "Check api_key and api_secret" in str(info.value)
+    async with fast_client(connexi_sandbox) as client:
+        with pytest.raises(NotFoundError):
+            await client.update_order_statuses([(10**9, "accepted")])
+        with pytest.raises(BadRequestError, match="cannot go from pending to completed"):
+            await client.update_order_statuses([(first_pending(connexi_sandbox), "completed")])
+    assert connexi_sandbox.recorder.count(PATCH) == 2  # 4xx are not retried
+
+
+async def test_update_accepts_empty_and_undocumented_bodies() -> None:
+    async def empty(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def other(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    for handler in (empty, other):
+        app = web.Application()
+        app.router.add_patch("/v1/order", handler)
+        app.router.add_post("/v1/order", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with ConnexiClient(
+                api_key="k", api_secret="s", base_url=f"http://127.0.0.1:{port}"
+            ) as client:
+                assert await client.update_order_statuses([(1, "accepted")]) == []
+                assert await client.create_orders([NewOrder(remote_order_id="x")]) == []
+        finally:
+            await runner.cleanup()
+
+
+async def test_redirect_is_not_followed_and_credentials_stay_home() -> None:
+    received: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        return web.json_response({"orders": []})
+
+    other = web.Application()
+    other.router.add_get("/v1/order", record)
+    runner = web.AppRunner(other)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.2", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with Sandbox(orders=10, redirect_to=f"http://127.0.0.2:{port}") as sandbox:
+            sandbox.faults.script(GET, FaultKind.REDIRECT)
+            async with fast_client(sandbox) as client:
+                with pytest.raises(RedirectError) as info:
+                    await client.fetch_orders(OCT1, OCT2)
+        assert info.value.status == 307
+        assert info.value.location is not None
+        assert info.value.location.startswith(f"http://127.0.0.2:{port}/v1/order")
+        assert SECRET not in str(info.value)
+        assert received == []  # the other host never saw the request, nor the secret
+    finally:
+        await runner.cleanup()
+
+
+async def test_secret_never_in_repr_logs_or_exceptions(
+    connexi_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="connexi_async")
+    connexi_sandbox.state.stall_seconds = 2.0
+    texts: list[str] = []
+    async with fast_client(connexi_sandbox, max_attempts=2, read_timeout=0.1) as client:
+        texts.append(repr(client))
+        texts.append(repr(client._transport))
+        for fault in (
+            FaultKind.DISCONNECT,
+            FaultKind.TRUNCATE,
+            FaultKind.STALL_HEADERS,
+            FaultKind.UNAVAILABLE,
+        ):
+            connexi_sandbox.faults.script(GET, fault, fault)
+            with pytest.raises(ConnexiError) as info:
+                await client.fetch_orders(OCT1, OCT2)
+            chain: BaseException | None = info.value
+            while chain is not None:
+                texts += [str(chain), repr(chain), repr(vars(chain))]
+                assert not hasattr(chain, "request_info")
+                chain = chain.__cause__ or chain.__context__
+        connexi_sandbox.faults.script(POST, FaultKind.DISCONNECT)
+        with pytest.raises(OutcomeUnknownError) as post_info:
+            await client.create_orders([NewOrder(remote_order_id="A", marketplace_code="bklp")])
+        texts += [str(post_info.value), repr(post_info.value)]
+    texts += [r.getMessage() for r in caplog.records]
+    assert any("GET /v1/order" in t for t in texts)
+    joined = "\n".join(texts)
+    assert SECRET not in joined
+    assert "api_secret" not in joined.replace("CONNEXI_API_SECRET", "")
+
+
+async def test_credentials_checked_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match="api_secret must be a non-empty string"):
+        ConnexiClient(api_key="k", api_secret="")
+    with pytest.raises(ConfigurationError, match="control character") as info:
+        ConnexiClient(api_key="k", api_secret="abc\ndef")
+    assert "abc" not in str(info.value)
+    with pytest.raises(ConfigurationError, match="plain http"):
+        ConnexiClient(api_key="k", api_secret="s", base_url="http://api2.connexi.id")
+    ConnexiClient(
+        api_key="k", api_secret="s", base_url="http://api.example", allow_insecure_http=True
+    )
+    ConnexiClient(api_key="k", api_secret="s", base_url="http://localhost:8080")
+    with pytest.raises(ConfigurationError, match="must not carry credentials"):
+        ConnexiClient(api_key="k", api_secret="s", base_url="https://u:p@api2.connexi.id")
+
+
+def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONNEXI_API_KEY", raising=False)
+    monkeypatch.delenv("CONNEXI_API_SECRET", raising=False)
+    with pytest.raises(ConfigurationError, match="CONNEXI_API_KEY is not set"):
+        ConnexiClient.from_env()
+    monkeypatch.setenv("CONNEXI_API_KEY", "key")
+    with pytest.raises(ConfigurationError, match="CONNEXI_API_SECRET is not set"):
+        ConnexiClient.from_env()
+    monkeypatch.setenv("CONNEXI_API_SECRET", "top-secret")
+    monkeypatch.setenv("CONNEXI_BASE_URL", "http://127.0.0.1:9")
+    client = ConnexiClient.from_env(max_attempts=2)
+    assert str(client.base_url) == "http://127.0.0.1:9"
+    assert "top-secret" not in repr(client)
+
+
+async def test_user_session_left_open_own_session_closed(connexi_sandbox: Sandbox) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with ConnexiClient(**connexi_sandbox.credentials, session=session) as client:
+            await client.fetch_orders(OCT1, OCT2)
+        assert not session.closed
+        assert "api_secret" not in session.headers
+    client = ConnexiClient(**connexi_sandbox.credentials)
+    await client.fetch_orders(OCT1, OCT2)
+    own = client._transport._own_session
+    assert own is not None
+    assert not own.closed
+    await client.aclose()
+    assert own.closed
+    with pytest.raises(ConnexiError, match="client is closed"):
+        await client.fetch_orders(OCT1, OCT2)
+    await client.aclose()  # twice is fine
+
+
+async def test_overall_deadline_covers_retries(connexi_sandbox: Sandbox) -> None:
+    connexi_sandbox.state.stall_seconds = 5.0
+    connexi_sandbox.faults.script(GET, *[FaultKind.STALL_HEADERS] * 10)
+    async with fast_client(connexi_sandbox, read_timeout=2.0, timeout=0.3) as client:
+        with pytest.raises(TransportError, match="did not finish within the 0.3 s deadline"):
+            await client.fetch_orders(OCT1, OCT2)
+    connexi_sandbox.faults.script(POST, FaultKind.STALL_HEADERS)
+    async with fast_client(connexi_sandbox, read_timeout=2.0, timeout=0.3) as client:
+        with pytest.raises(OutcomeUnknownError):
+            await client.create_orders([NewOrder(remote_order_id="D", marketplace_code="bklp")])
+
+
+async def test_create_then_fetch_round_trip(connexi_sandbox: Sandbox) -> None:
+    from decimal import Decimal
+
+    from connexi_async import NewLineItem
+
+    now = datetime.now(UTC)
+    new = NewOrder(
+        remote_order_id="ORD-123",
+        marketplace_code="tkpd",
+        order_date=now.replace(microsecond=0),
+        subtotal=Decimal("80000"),
+        line_items=(NewLineItem(sku="TOP0001", quantity=2, unit_price=Decimal("40000")),),
+    )
+    async with fast_client(connexi_sandbox) as client:
+        (created,) = await client.create_orders([new])
+        fetched = await client.fetch_orders(now - timedelta(minutes=1), now + timedelta(minutes=1))
+    assert created in fetched
+    assert created.line_items[0].sku == "TOP0001"
+    assert created.order_date == new.order_date
