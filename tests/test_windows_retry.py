@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -31,7 +32,7 @@ def test_plan_covers_the_period_contiguously(since: datetime, span: int, pieces:
     start, end = since.replace(microsecond=0), until.replace(microsecond=0)
     assert planned[0].start == start
     assert planned[-1].end == end
-    for left, right in zip(planned, planned[1:], strict=False):
+    for left, right in itertools.pairwise(planned):
         assert left.end == right.start  # contiguous: adjacent windows share the boundary
     for w in planned:
         assert w.start < w.end  # half-open and never empty
