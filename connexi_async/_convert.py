@@ -159,10 +159,28 @@ def _to_timestamp(value: Any) -> datetime | None:
 
 
 _fromisoformat = datetime.fromisoformat
+# Line items usually carry their order's timestamps, and neighbouring records share many:
+# a small memo of recent strings saves a parse. Cleared when full, so memory stays bounded.
+_recent_stamps: dict[str, datetime] = {}
+_RECENT_STAMPS_MAX = 4096
+
+
+# Whole IDR amounts repeat (0, prices, fares): Decimal(int) costs five dict look-ups.
+_whole_amounts: dict[int, Decimal] = {}
+
+
+def _whole_amount(value: int) -> Decimal:
+    if len(_whole_amounts) >= _RECENT_STAMPS_MAX:
+        _whole_amounts.clear()
+    amount = _whole_amounts[value] = Decimal(value)
+    return amount
 
 
 def _fast_timestamp(value: Any) -> datetime | None:
     """The common case inline: ``2018-11-07T03:46:16.457936Z``; anything else is general."""
+    stamp = _recent_stamps.get(value) if value.__class__ is str else None
+    if stamp is not None:
+        return stamp
     if (
         value.__class__ is str
         and len(value) > 19
@@ -170,7 +188,11 @@ def _fast_timestamp(value: Any) -> datetime | None:
         and value[10] == "T"
         and value[0] != "0"
     ):
-        return _fromisoformat(value)
+        stamp = _fromisoformat(value)
+        if len(_recent_stamps) >= _RECENT_STAMPS_MAX:
+            _recent_stamps.clear()
+        _recent_stamps[value] = stamp
+        return stamp
     return _to_timestamp(value)
 
 
@@ -208,14 +230,18 @@ class _GiveUp(Exception):
     """The fast path met something it does not handle; the validating path takes over."""
 
 
-def _generate_fast(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    lines = [
-        "def structure(d):",
-        "    if d.__class__ is not dict:",
-        "        raise GiveUp",
-        "    g = d.get",
-    ]
-    args = []
+def _fast_body(cls: type, subscript: bool, indent: str) -> tuple[list[str], list[str]]:
+    """Straight-line statements structuring every field of ``cls`` from the dict ``d``.
+
+    With ``subscript`` the fields are read as ``d["name"]`` (a missing one raises
+    KeyError: the caller falls back to the ``.get`` version, which applies defaults).
+    """
+    lines: list[str] = []
+    args: list[str] = []
+
+    def fetch(name: str, default: str) -> str:
+        return f"d[{name!r}]" if subscript else f"g({name!r}, {default})"
+
     for index, (name, kind, required) in enumerate(_field_kinds(cls)):
         var = f"v{index}"
         args.append(f"{name}={var}")
@@ -224,61 +250,94 @@ def _generate_fast(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[
                 ("int", "to_required_int") if kind == _INT else ("str", "to_required_str")
             )
             lines += [
-                f"    {var} = g({name!r})",
-                f"    if {var}.__class__ is not {cls_name}:",
-                f"        {var} = {check}({var})",
+                f"{var} = {fetch(name, 'None')}",
+                f"if {var}.__class__ is not {cls_name}:",
+                f"    {var} = {check}({var})",
             ]
         elif kind == _STR:
             lines += [
-                f"    {var} = g({name!r}, '')",
-                f"    if {var}.__class__ is not str:",
-                f"        {var} = to_str({var})",
+                f"{var} = {fetch(name, repr(''))}",
+                f"if {var}.__class__ is not str:",
+                f"    {var} = to_str({var})",
             ]
         elif kind == _INT:
             lines += [
-                f"    {var} = g({name!r}, 0)",
-                f"    if {var}.__class__ is not int:",
-                f"        {var} = to_int({var})",
+                f"{var} = {fetch(name, '0')}",
+                f"if {var}.__class__ is not int:",
+                f"    {var} = to_int({var})",
             ]
         elif kind == _DEC:
+            # Amounts arrive as Decimal (JSON decimals, via parse_float) or int (whole).
             lines += [
-                f"    {var} = g({name!r}, ZERO)",
-                f"    if {var}.__class__ is not Decimal:",
+                f"{var} = {fetch(name, 'ZERO')}",
+                f"if {var}.__class__ is not Decimal:",
+                f"    if {var}.__class__ is int:",
+                f"        w = whole_get({var})",
+                f"        {var} = w if w is not None else whole_amount({var})",
+                "    else:",
                 f"        {var} = to_decimal({var})",
             ]
         elif kind == _TS:
-            get = f"g({name!r})"
+            lines.append(f"{var} = {fetch(name, 'None')}")
             if name == "updated_at":  # one revision of the API spells it update_at
-                lines.append(f"    {var} = {get}")
-                lines.append(f"    if {var} is None:")
-                lines.append(f"        {var} = g('update_at')")
-                get = var
-            lines += [
-                f"    {var} = {get}",
-                f"    {var} = None if {var} is None or {var} == ZERO_TIME"
-                f" else fast_timestamp({var})",
-            ]
+                lines += [f"if {var} is None:", f"    {var} = g('update_at')"]
+            lines.append(
+                f"{var} = None if {var} is None or {var} == ZERO_TIME else fast_timestamp({var})"
+            )
         else:  # line items: a list, null, or one object under "line_item"
             lines += [
-                f"    {var} = g({name!r})",
-                f"    if {var}.__class__ is list:",
-                f"        {var} = tuple([item(x) for x in {var}])",
-                f"    elif {var} is None:",
-                f"        {var} = g('line_item')",
-                f"        {var} = () if {var} is None else (item({var}),)",
-                "    else:",
-                "        raise GiveUp",
+                f"{var} = {fetch(name, 'None')}",
+                f"if {var}.__class__ is list:",
+                f"    {var} = tuple([item(x) for x in {var}])",
+                f"elif {var} is None:",
+                f"    {var} = g('line_item')",
+                f"    {var} = () if {var} is None else (item({var}),)",
+                "else:",
+                "    raise GiveUp",
             ]
-    lines.append(f"    return cls({', '.join(args)})")
+    return [indent + line for line in lines], args
+
+
+def _generate_fast(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    complete, args = _fast_body(cls, subscript=True, indent="        ")
+    partial_body, _ = _fast_body(cls, subscript=False, indent="    ")
+
+    # Build the instance the way attrs' own __init__ does, minus its per-field
+    # object.__setattr__ lookups: the slot descriptors' setters, called directly. Safe
+    # because the models have no validators, converters or __attrs_post_init__
+    # (tests/test_convert.py checks that this stays true).
+    def build(indent: str) -> list[str]:
+        lines = [f"{indent}o = new(cls)"]
+        lines += [f"{indent}set{i}(o, v{i})" for i in range(len(args))]
+        return [*lines, f"{indent}return o"]
+
+    lines = [
+        "def structure(d):",
+        "    if d.__class__ is not dict:",
+        "        raise GiveUp",
+        "    g = d.get",
+        # Go servers send every field: plain subscripts are the fastest read.
+        "    try:",
+        *complete,
+        *build("        "),
+        "    except KeyError:",
+        "        pass",
+        *partial_body,
+        *build("    "),
+    ]
     namespace: dict[str, Any] = {
         "GiveUp": _GiveUp,
         "cls": cls,
+        "new": object.__new__,
+        **{f"set{i}": getattr(cls, a.name).__set__ for i, a in enumerate(attrs.fields(cls))},
         "item": item_fn,
         "to_str": _to_str,
         "to_int": _to_int,
         "to_required_int": _to_required_int,
         "to_required_str": _to_required_str,
         "to_decimal": _to_decimal,
+        "whole_get": _whole_amounts.get,
+        "whole_amount": _whole_amount,
         "fast_timestamp": _fast_timestamp,
         "Decimal": Decimal,
         "ZERO": _ZERO,

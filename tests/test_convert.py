@@ -399,3 +399,27 @@ def test_create_body_envelope() -> None:
 
 def test_location_root_and_model_defaults() -> None:
     assert Location().children == ()
+
+
+def test_models_have_nothing_the_fast_path_would_skip() -> None:
+    """The fast path sets slots directly: no model may grow validators or converters."""
+    import attrs
+
+    from connexi_async import NewLineItem
+
+    for cls in (Order, LineItem, NewOrder, NewLineItem, StatusUpdate, Location):
+        assert not hasattr(cls, "__attrs_post_init__"), cls
+        for field in attrs.fields(cls):
+            assert field.validator is None, (cls, field.name)
+            assert field.converter is None, (cls, field.name)
+
+
+def test_memoised_values_are_equal_to_fresh_ones() -> None:
+    payload = json.dumps(
+        [{"id": i, "total": 45000, "created_at": "2026-10-01T00:00:00.5Z"} for i in range(3)]
+    )
+    first, second, third = decode_orders(payload)
+    assert first.total == second.total == Decimal(45000)
+    assert (
+        first.created_at == third.created_at == datetime(2026, 10, 1, 0, 0, 0, 500000, tzinfo=UTC)
+    )
