@@ -25,9 +25,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	@echo "make demo arrives with the connexi-async command line (issue 6); meanwhile:"
-	@echo "  $(BIN)/python -m connexi_async.sandbox --port 8080 --orders 100000"
-	@exit 1
+	$(BIN)/connexi-async demo -o demo-orders.jsonl
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decode.py

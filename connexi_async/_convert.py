@@ -770,3 +770,13 @@ def encode_locations(locations: Iterable[Location]) -> bytes:
         _encode_location(loc, parts.append, 0)
     parts.append("]}")
     return "".join(parts).encode()
+
+
+def encode_record(record: Order | NewOrder | Location | StatusUpdate) -> str:
+    """One record as compact JSON text (a JSON Lines line, without the newline)."""
+    parts: list[str] = []
+    if isinstance(record, Location):
+        _encode_location(record, parts.append, 0)
+    else:
+        _ENCODE[type(record)](record, parts.append)
+    return "".join(parts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
+from datetime import datetime
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -70,6 +71,8 @@ class RecordStream(Generic[T]):
         self._key = key
         self._semaphore = asyncio.Semaphore(concurrency)
         self._agen = self._run()
+        # Every record created before this instant has been yielded: where to resume from.
+        self.completed_until: datetime | None = None
 
     def __repr__(self) -> str:
         s = self.stats
@@ -148,6 +151,8 @@ class RecordStream(Generic[T]):
         delivered: set[int] = set()
         planned = self.stats.windows_planned
         next_index = 0
+        finished_ends: dict[int, datetime] = {}  # windows done, beyond the contiguous prefix
+        prefix = 0
 
         def start_more() -> None:
             nonlocal next_index
@@ -193,10 +198,15 @@ class RecordStream(Generic[T]):
                     if j in seen and settled(j):
                         del seen[j]
                 self.stats.windows_done += 1
-                del window, task
+                del task
                 for record in records:
                     self.stats.records_yielded += 1
                     yield record
+                # The consumer asked for more after this window's last record: it is done.
+                finished_ends[index] = window.end
+                while prefix in finished_ends:
+                    self.completed_until = finished_ends.pop(prefix)
+                    prefix += 1
         finally:
             tasks = [task for _, task in pending.values()]
             for task in tasks:

@@ -310,3 +310,21 @@ async def test_stats_count_bytes_and_windows() -> None:
         assert stream.stats.records_yielded == len(orders) == 500
         assert stream.stats.bytes_read > 500 * 1000
         assert "windows 3/3" in repr(stream)
+
+
+async def test_completed_until_tracks_the_contiguous_prefix() -> None:
+    async with Sandbox(orders=500, days=4) as sandbox, client_for(sandbox) as client:
+        for ordered in (True, False):
+            async with client.orders(OCT1, OCT1 + timedelta(days=4), ordered=ordered) as stream:
+                assert stream.completed_until is None
+                async for _ in stream:
+                    pass
+                assert stream.completed_until == OCT1 + timedelta(days=4)
+        async with client.orders(OCT1, OCT1 + timedelta(days=4), concurrency=1) as stream:
+            first_day = len(sandbox.order_ids(OCT1, OCT1 + timedelta(days=1)))
+            seen = 0
+            async for _ in stream:
+                seen += 1
+                if seen == first_day + 1:  # the first record of the second day
+                    break
+            assert stream.completed_until == OCT1 + timedelta(days=1)

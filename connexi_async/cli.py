@@ -1,0 +1,583 @@
+"""The ``connexi-async`` command: orders, stocks, status updates and creation from a shell.
+
+Data goes to stdout (or ``-o FILE``), everything else to stderr. Exit codes: 0 success,
+2 usage, 3 authentication, 4 API error, 5 network, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+
+from ._client import ConnexiClient
+from ._convert import decode_new_orders, encode_record
+from ._errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnexiError,
+    DecodeError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    TransportError,
+    WindowError,
+)
+from ._models import Location, Order, StatusUpdate
+from ._stream import RecordStream
+from .sandbox import Sandbox
+from .sandbox.__main__ import build_parser as build_sandbox_parser
+from .sandbox.__main__ import serve as serve_sandbox
+
+EXIT_OK, EXIT_USAGE, EXIT_AUTH, EXIT_API, EXIT_NETWORK, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
+
+SANDBOX_START = datetime(2026, 10, 1, tzinfo=UTC)
+SANDBOX_DAYS = 31
+SANDBOX_ORDERS = 40_000
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class UsageError(Exception):
+    """A command-line mistake: exit code 2."""
+
+
+# -- parsing of times and widths ---------------------------------------------------------
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``6h``, ``1d``, ``2w`` or combinations such as ``1d12h``."""
+    cleaned = text.strip().lower()
+    parts = _DURATION.findall(cleaned)
+    if not parts or _DURATION.sub("", cleaned).strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 6h or 1d")
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def parse_time(text: str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> datetime:
+    """RFC 3339 (``2026-10-01T00:00:00Z``), a date (``2026-10-01``, midnight UTC),
+    ``now``, or an age such as ``7d`` (seven days ago)."""
+    value = text.strip()
+    if value.lower() == "now":
+        return now()
+    if _DURATION.fullmatch(value.lower()) or re.fullmatch(r"(\d+\s*[smhdw])+", value.lower()):
+        return now() - parse_duration(value)
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use 2026-10-01, 2026-10-01T08:00:00+07:00, now or 7d"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# -- output formats ----------------------------------------------------------------------
+
+_ORDER_COLUMNS = [a.name for a in attrs.fields(Order) if a.name != "line_items"]
+ORDER_CSV_HEADER = [*_ORDER_COLUMNS, "line_item_count", "line_items_total"]
+LOCATION_CSV_HEADER = ["location_code", "provider_data", "level", "path"]
+
+
+def _csv_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def order_csv_row(order: Order) -> list[str]:
+    row = [_csv_value(getattr(order, name)) for name in _ORDER_COLUMNS]
+    total = sum((li.total for li in order.line_items), Decimal(0))
+    return [*row, str(len(order.line_items)), format(total, "f")]
+
+
+def location_rows(root: Location) -> Iterator[list[str]]:
+    """One row per location of the tree, with its level and the path of names to it."""
+    levels = ("country", "province", "city", "district")
+    stack: list[tuple[Location, int, tuple[str, ...]]] = [(root, 0, ())]
+    while stack:
+        node, depth, path = stack.pop()
+        names = (*path, node.provider_data)
+        level = levels[depth] if depth < len(levels) else f"level {depth}"
+        yield [node.location_code, node.provider_data, level, " / ".join(names)]
+        stack.extend((child, depth + 1, names) for child in reversed(node.children))
+
+
+class RecordWriter:
+    """Writes whole records only: each line is written and flushed in one piece."""
+
+    def __init__(self, out: TextIO, fmt: str, kind: str) -> None:
+        self.out = out
+        self.fmt = fmt
+        self.kind = kind
+        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow(ORDER_CSV_HEADER if kind == "orders" else LOCATION_CSV_HEADER)
+
+    def write(self, record: Order | Location) -> None:
+        if self._csv is None:
+            self.out.write(encode_record(record) + "\n")
+        elif isinstance(record, Order):
+            self._csv.writerow(order_csv_row(record))
+        else:
+            self._csv.writerows(location_rows(record))
+
+
+@contextlib.contextmanager
+def open_output(path: str | None) -> Iterator[TextIO]:
+    if path is None or path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        yield handle
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line live display on stderr when it is a terminal; a summary at the end."""
+
+    def __init__(self, stream: RecordStream[Any], noun: str, err: TextIO) -> None:
+        self.stream = stream
+        self.noun = noun
+        self.err = err
+        self.started = time.monotonic()
+        self.live = err.isatty()
+        self._task: asyncio.Task[None] | None = None
+
+    def line(self) -> str:
+        s = self.stream.stats
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return (
+            f"windows {s.windows_done}/{s.windows_planned}  {s.records_yielded:,} {self.noun}  "
+            f"{s.records_yielded / elapsed:,.0f}/s  retries {s.retries}"
+        )
+
+    async def _loop(self) -> None:
+        while True:
+            self.err.write("\r\x1b[2K" + self.line())
+            self.err.flush()
+            await asyncio.sleep(0.25)
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self.err.write("\r\x1b[2K")
+            self.err.flush()
+
+    def summary(self) -> str:
+        s = self.stream.stats
+        elapsed = time.monotonic() - self.started
+        rate = s.records_yielded / elapsed if elapsed > 0 else 0.0
+        return (
+            f"{s.records_yielded:,} {self.noun} in {elapsed:.1f} s ({rate:,.0f}/s), "
+            f"{s.windows_done} windows, {s.retries} retries, "
+            f"{s.duplicates_dropped} duplicates dropped"
+        )
+
+
+# -- the client, real or sandboxed -------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def connect(args: argparse.Namespace) -> AsyncIterator[ConnexiClient]:
+    options: dict[str, Any] = {
+        "connect_timeout": args.connect_timeout,
+        "read_timeout": args.read_timeout,
+        "max_attempts": args.max_attempts,
+    }
+    if args.sandbox:
+        sandbox = Sandbox(
+            orders=args.sandbox_orders,
+            seed=args.sandbox_seed,
+            start=SANDBOX_START,
+            days=SANDBOX_DAYS,
+        )
+        async with sandbox:
+            print(
+                f"using an in-process sandbox at {sandbox.base_url} with "
+                f"{args.sandbox_orders:,} generated orders from 2026-10-01 to 2026-11-01 "
+                "(no real data is touched)",
+                file=sys.stderr,
+            )
+            async with ConnexiClient(**sandbox.credentials, **options) as client:
+                yield client
+        return
+    api_key = args.api_key or os.environ.get("CONNEXI_API_KEY")
+    api_secret = args.api_secret or os.environ.get("CONNEXI_API_SECRET")
+    base_url = args.base_url or os.environ.get("CONNEXI_BASE_URL")
+    if not api_key or not api_secret:
+        missing = "CONNEXI_API_KEY" if not api_key else "CONNEXI_API_SECRET"
+        raise UsageError(f"{missing} is not set: export it (or pass --sandbox to try the sandbox)")
+    if base_url:
+        options["base_url"] = base_url
+    async with ConnexiClient(api_key=api_key, api_secret=api_secret, **options) as client:
+        yield client
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+_resume_note: list[str] = []  # what to say if the run is interrupted or fails mid-stream
+
+
+def _resume_hint(stream: RecordStream[Any], since: datetime) -> str:
+    done = stream.completed_until
+    if done is None:
+        return f"No window was completed: rerun with --since {_iso(since)}."
+    return f"The output is complete up to {_iso(done)}: resume with --since {_iso(done)}."
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def cmd_orders(args: argparse.Namespace) -> int:
+    async with connect(args) as client:
+        stream = client.orders(
+            args.since,
+            args.until,
+            window=args.window,
+            concurrency=args.concurrency,
+            ordered=not args.unordered,
+            page_cap=args.page_cap,
+        )
+        return await _drain(stream, args, "orders", args.since)
+
+
+async def cmd_stocks(args: argparse.Namespace) -> int:
+    if (args.since is None) != (args.until is None):
+        raise UsageError("pass both --since and --until, or neither")
+    async with connect(args) as client:
+        stream = client.stock_locations(args.since, args.until, window=args.window)
+        return await _drain(stream, args, "locations", args.since)
+
+
+async def _drain(
+    stream: RecordStream[Any], args: argparse.Namespace, noun: str, since: datetime | None
+) -> int:
+    progress = Progress(stream, noun, sys.stderr)
+    with open_output(args.output) as out:
+        writer = RecordWriter(out, args.format, noun)
+        try:
+            async with stream:
+                with progress:
+                    async for record in stream:
+                        writer.write(record)
+        except asyncio.CancelledError:
+            out.flush()
+            if since is not None:
+                _resume_note.append(_resume_hint(stream, since))
+            raise
+        except WindowError:
+            out.flush()
+            if since is not None:
+                _resume_note.append(_resume_hint(stream, since))
+            raise
+    print(progress.summary(), file=sys.stderr)
+    return EXIT_OK
+
+
+def _read_updates(args: argparse.Namespace) -> list[StatusUpdate]:
+    pairs: list[str] = list(args.updates)
+    if args.from_file:
+        text = Path(args.from_file).read_text(encoding="utf-8")
+        stripped = text.strip()
+        if stripped.startswith("["):
+            for entry in json.loads(stripped):
+                pairs.append(f"{entry['id']}={entry['status']}")
+        else:  # one "ID=STATUS" or "ID STATUS" a line
+            for line in stripped.splitlines():
+                fields = line.replace("=", " ", 1).split()
+                if fields:
+                    pairs.append("=".join(fields) if len(fields) == 2 else line)
+    updates = []
+    for pair in pairs:
+        order_id, sep, status = pair.partition("=")
+        if not sep or not order_id.strip().isdigit() or not status.strip():
+            raise UsageError(f"{pair!r} is not ID=STATUS (for example 111=accepted)")
+        updates.append(StatusUpdate(id=int(order_id), status=status.strip()))
+    if not updates:
+        raise UsageError("no status updates given: pass ID=STATUS pairs or --from FILE")
+    return updates
+
+
+async def cmd_update_status(args: argparse.Namespace) -> int:
+    updates = _read_updates(args)
+    async with connect(args) as client:
+        updated = await client.update_order_statuses(updates)
+    for order in updated:
+        sys.stdout.write(encode_record(order) + "\n")
+    print(f"updated {len(updates)} order statuses", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_create(args: argparse.Namespace) -> int:
+    raw = Path(args.file).read_bytes()
+    text = raw.strip()
+    try:
+        if text.startswith((b"{", b"[")) and not (text.startswith(b"{") and b"\n{" in text):
+            new_orders = decode_new_orders(text, context=args.file)
+        else:  # JSON Lines: one order per line
+            lines = [line for line in text.splitlines() if line.strip()]
+            new_orders = decode_new_orders(b"[" + b",".join(lines) + b"]", context=args.file)
+    except DecodeError as exc:
+        raise UsageError(str(exc)) from None
+    async with connect(args) as client:
+        created = await client.create_orders(new_orders)
+    for order in created:
+        sys.stdout.write(encode_record(order) + "\n")
+    print(f"created {len(new_orders)} orders", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the sandbox: a month of orders to a file, then a seller's report."""
+    since, until = SANDBOX_START, SANDBOX_START + timedelta(days=SANDBOX_DAYS)
+    args.sandbox = True
+    async with connect(args) as client:
+        stream = client.orders(since, until, window=timedelta(days=1), concurrency=args.concurrency)
+        per_marketplace: Counter[str] = Counter()
+        revenue: defaultdict[str, Decimal] = defaultdict(Decimal)
+        per_status: Counter[str] = Counter()
+        status_revenue: defaultdict[str, Decimal] = defaultdict(Decimal)
+        per_day: Counter[date] = Counter()
+        started = time.monotonic()
+        progress = Progress(stream, "orders", sys.stderr)
+        with open(args.output, "w", encoding="utf-8") as out:
+            async with stream:
+                with progress:
+                    async for order in stream:
+                        out.write(encode_record(order) + "\n")
+                        per_marketplace[order.marketplace_code] += 1
+                        per_status[order.order_status] += 1
+                        if order.order_status != "cancelled":
+                            revenue[order.marketplace_code] += order.total
+                        status_revenue[order.order_status] += order.total
+                        if order.created_at is not None:
+                            per_day[order.created_at.date()] += 1
+        elapsed = time.monotonic() - started
+    total = sum(per_marketplace.values())
+    names = {
+        "bklp": "Bukalapak",
+        "tkpd": "Tokopedia",
+        "shpe": "Shopee",
+        "lzda": "Lazada",
+        "blib": "Blibli",
+    }
+    print(f"\nPulled {total:,} orders for October 2026 into {args.output} in {elapsed:.1f} s "
+          f"({total / elapsed:,.0f} orders/s, {stream.stats.windows_done} daily windows, "
+          f"{stream.concurrency} at a time, {stream.stats.retries} retries).")  # fmt: skip
+    print("\nBy marketplace            orders     revenue (IDR, excl. cancelled)")
+    for code, count in per_marketplace.most_common():
+        print(f"  {names.get(code, code):<20} {count:>8,}   {revenue[code]:>22,.0f}")
+    print(f"  {'all':<20} {total:>8,}   {sum(revenue.values(), Decimal(0)):>22,.0f}")
+    print("\nBy status                 orders     value (IDR)")
+    for status, count in per_status.most_common():
+        print(f"  {status:<20} {count:>8,}   {status_revenue[status]:>22,.0f}")
+    if per_day:
+        day, count = max(per_day.items(), key=lambda item: (item[1], item[0]))
+        print(f"\nBusiest day: {day:%A %d %B %Y} with {count:,} orders "
+              f"(a day averages {total / len(per_day):,.0f}).")  # fmt: skip
+    return EXIT_OK
+
+
+async def cmd_sandbox(args: argparse.Namespace) -> int:
+    await serve_sandbox(args)
+    return EXIT_OK
+
+
+# -- the parser --------------------------------------------------------------------------
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run against an in-process sandbox with generated data",
+    )
+    group.add_argument("--sandbox-orders", type=int, default=SANDBOX_ORDERS, help=argparse.SUPPRESS)
+    group.add_argument("--sandbox-seed", type=int, default=7, help=argparse.SUPPRESS)
+    group.add_argument(
+        "--base-url", help="API base URL (default: $CONNEXI_BASE_URL or https://api2.connexi.id)"
+    )
+    group.add_argument("--api-key", help="default: $CONNEXI_API_KEY")
+    group.add_argument(
+        "--api-secret",
+        help="default: $CONNEXI_API_SECRET (prefer the variable: arguments show in ps)",
+    )
+    group.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    group.add_argument("--read-timeout", type=float, default=30.0, metavar="S")
+    group.add_argument("--max-attempts", type=int, default=5, metavar="N")
+    group.add_argument("--debug", action="store_true", help="show tracebacks and the request log")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connexi-async",
+        description="Pull orders and stock from SIRCLO's Connexi API, update statuses, create orders.",
+        epilog="example: connexi-async orders --sandbox --since 2026-10-01 --until 2026-10-08 -o week.jsonl",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = {"choices": ["jsonl", "csv"], "default": "jsonl", "help": "output format (default jsonl)"}
+
+    orders = commands.add_parser(
+        "orders",
+        help="stream the orders created in a period",
+        description="Stream every order created in [--since, --until), each exactly once.",
+        epilog="example: connexi-async orders --since 7d --until now --format csv -o orders.csv",
+    )
+    orders.add_argument(
+        "--since", type=parse_time, required=True, help="2026-10-01, RFC 3339, or 7d"
+    )
+    orders.add_argument("--until", type=parse_time, default="now", help="default: now")
+    orders.add_argument(
+        "--window", type=parse_duration, default=timedelta(days=1), help="window width (default 1d)"
+    )
+    orders.add_argument("--concurrency", type=int, default=8, help="windows in flight (default 8)")
+    orders.add_argument("--unordered", action="store_true", help="write windows as they arrive")
+    orders.add_argument(
+        "--page-cap", type=int, default=None, help="the server's most orders per response"
+    )
+    orders.add_argument("--format", **fmt)  # type: ignore[arg-type]
+    orders.add_argument("-o", "--output", help="file to write (default stdout)")
+    _connection_options(orders)
+    orders.set_defaults(handler=cmd_orders)
+
+    stocks = commands.add_parser(
+        "stocks",
+        help="the stock location tree",
+        description="The stock location tree; with a period, the locations changed in it.",
+        epilog="example: connexi-async stocks --sandbox --format csv",
+    )
+    stocks.add_argument("--since", type=parse_time, default=None)
+    stocks.add_argument("--until", type=parse_time, default=None)
+    stocks.add_argument("--window", type=parse_duration, default=timedelta(days=1))
+    stocks.add_argument("--format", **fmt)  # type: ignore[arg-type]
+    stocks.add_argument("-o", "--output", help="file to write (default stdout)")
+    _connection_options(stocks)
+    stocks.set_defaults(handler=cmd_stocks)
+
+    update = commands.add_parser(
+        "update-status",
+        help="set order statuses",
+        description="Set order statuses (retried safely: setting a status is idempotent).",
+        epilog="example: connexi-async update-status 111=accepted 112=cancelled",
+    )
+    update.add_argument("updates", nargs="*", metavar="ID=STATUS")
+    update.add_argument(
+        "--from", dest="from_file", metavar="FILE", help="ID=STATUS lines or a JSON list"
+    )
+    _connection_options(update)
+    update.set_defaults(handler=cmd_update_status)
+
+    create = commands.add_parser(
+        "create",
+        help="create orders from a JSON or JSON Lines file",
+        description='Create the orders in FILE ({"orders": [...]}, a list, or one per line).',
+        epilog="example: connexi-async create new-orders.jsonl",
+    )
+    create.add_argument("file")
+    _connection_options(create)
+    create.set_defaults(handler=cmd_create)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the sandbox server",
+        description="Run the embedded Connexi v1 sandbox server on loopback until Ctrl-C.",
+        epilog="example: connexi-async sandbox --port 8080 --orders 100000 --seed 7",
+    )
+    build_sandbox_parser(sandbox)
+    sandbox.add_argument("--debug", action="store_true")
+    sandbox.set_defaults(handler=cmd_sandbox)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the main job on the sandbox, with a report",
+        description="Stream a month of sandbox orders to a file and print a seller's report.",
+        epilog="example: connexi-async demo -o demo-orders.jsonl",
+    )
+    demo.add_argument("-o", "--output", default="demo-orders.jsonl")
+    demo.add_argument("--concurrency", type=int, default=8)
+    _connection_options(demo)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _exit_code(exc: BaseException) -> int:
+    cause: BaseException | None = exc
+    if isinstance(exc, WindowError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+    if isinstance(cause, AuthenticationError | PermissionDeniedError):
+        return EXIT_AUTH
+    if isinstance(cause, TransportError | OutcomeUnknownError):
+        return EXIT_NETWORK
+    if isinstance(cause, ConfigurationError):
+        return EXIT_USAGE
+    return EXIT_API
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.ERROR,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    _resume_note.clear()
+    try:
+        code: int = asyncio.run(args.handler(args))
+        return code
+    except KeyboardInterrupt:
+        note = f" {_resume_note[0]}" if _resume_note else ""
+        print(f"Interrupted.{note}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UsageError as exc:
+        print(f"connexi-async: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConnexiError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        note = f" {_resume_note[0]}" if _resume_note else ""
+        if isinstance(exc, OSError) and not isinstance(exc, ConnexiError):
+            print(f"connexi-async: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"connexi-async: error: {exc}{note}", file=sys.stderr)
+        return _exit_code(exc)
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()

@@ -1,0 +1,237 @@
+"""The command line through a subprocess against a sandbox: formats, exit codes, Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from connexi_async import decode_locations, decode_orders
+from connexi_async.cli import parse_duration, parse_time
+from connexi_async.sandbox import FaultKind, Sandbox
+
+OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+async def run_cli(
+    *args: str,
+    sandbox: Sandbox | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> tuple[int, str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
+    if sandbox is not None:
+        creds = sandbox.credentials
+        environment |= {
+            "CONNEXI_API_KEY": creds["api_key"],
+            "CONNEXI_API_SECRET": creds["api_secret"],
+            "CONNEXI_BASE_URL": creds["base_url"],
+        }
+    environment |= env or {}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connexi_async", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_orders_jsonl_parses_back_to_the_same_orders(connexi_sandbox: Sandbox) -> None:
+    code, out, err = await run_cli(
+        "orders", "--since", "2026-10-01", "--until", "2026-10-04", "--window", "6h",
+        sandbox=connexi_sandbox,
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    parsed = [decode_orders(f"[{line}]")[0] for line in lines]
+    assert parsed == list(connexi_sandbox.dataset.between(OCT1, OCT1 + timedelta(days=3)))
+    assert "orders in" in err
+    assert "retries" in err
+    assert "duplicates dropped" in err
+
+
+async def test_orders_csv(connexi_sandbox: Sandbox, tmp_path: Path) -> None:
+    target = tmp_path / "orders.csv"
+    code, out, err = await run_cli(
+        "orders", "--since", "2026-10-01T00:00:00Z", "--until", "2026-10-03T00:00:00Z",
+        "--format", "csv", "-o", str(target), "--unordered", "--concurrency", "3",
+        sandbox=connexi_sandbox,
+    )  # fmt: skip
+    assert code == 0, err
+    assert out == ""  # nothing but data on stdout, and the data went to the file
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    expected = {o.id: o for o in connexi_sandbox.dataset.between(OCT1, OCT1 + timedelta(days=2))}
+    assert sorted(int(r["id"]) for r in rows) == sorted(expected)
+    for row in rows:
+        order = expected[int(row["id"])]
+        assert Decimal(row["total"]) == order.total
+        assert row["delivery_city"] == order.delivery_city
+        assert int(row["line_item_count"]) == len(order.line_items)
+        assert Decimal(row["line_items_total"]) == sum(li.total for li in order.line_items)
+        assert row["created_at"] == order.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            ".000000Z", "Z"
+        )  # type: ignore[union-attr]
+
+
+async def test_stocks_jsonl_and_csv(connexi_sandbox: Sandbox) -> None:
+    code, out, _ = await run_cli("stocks", sandbox=connexi_sandbox)
+    assert code == 0
+    (tree,) = decode_locations(f"[{out.strip()}]")
+    code, out, _ = await run_cli("stocks", "--format", "csv", sandbox=connexi_sandbox)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == sum(1 for _ in tree.walk())
+    district = next(r for r in rows if r["location_code"] == "ID-JK0101")
+    assert district["level"] == "district"
+    assert district["path"] == "INDONESIA / DKI JAKARTA / JAKARTA PUSAT / JAKARTA PUSAT-GAMBIR"
+
+
+async def test_update_status_and_create(connexi_sandbox: Sandbox, tmp_path: Path) -> None:
+    pending = [
+        o.id
+        for o in connexi_sandbox.dataset.between(OCT1, OCT1 + timedelta(days=30))
+        if o.order_status == "pending"
+    ]
+    code, out, err = await run_cli(
+        "update-status", f"{pending[0]}=accepted", sandbox=connexi_sandbox
+    )
+    assert code == 0, err
+    assert decode_orders(f"[{out.strip()}]")[0].order_status == "accepted"
+    updates = tmp_path / "updates.txt"
+    updates.write_text(f"{pending[1]} accepted\n{pending[2]}=cancelled\n")
+    code, _, err = await run_cli("update-status", "--from", str(updates), sandbox=connexi_sandbox)
+    assert code == 0, err
+    assert "updated 2 order statuses" in err
+    new = tmp_path / "new.jsonl"
+    new.write_text(
+        '{"remote_order_id": "X-1", "marketplace_code": "tkpd", "total": 15000.5}\n'
+        '{"remote_order_id": "X-2", "marketplace_code": "shpe"}\n'
+    )
+    code, out, err = await run_cli("create", str(new), sandbox=connexi_sandbox)
+    assert code == 0, err
+    created = [decode_orders(f"[{line}]")[0] for line in out.splitlines()]
+    assert [o.remote_order_id for o in created] == ["X-1", "X-2"]
+    assert created[0].total == Decimal("15000.5")
+    assert connexi_sandbox.recorder.count("POST /v1/order") == 1
+
+
+async def test_exit_codes(connexi_sandbox: Sandbox) -> None:
+    period = ("--since", "2026-10-01", "--until", "2026-10-02")
+    code, _, err = await run_cli(
+        "orders", *period, sandbox=connexi_sandbox, env={"CONNEXI_API_SECRET": "wrong"}
+    )
+    assert code == 3
+    assert "HTTP 401" in err
+    assert "wrong" not in err
+    code, _, err = await run_cli("update-status", "999999999=accepted", sandbox=connexi_sandbox)
+    assert code == 4
+    assert "HTTP 404" in err
+    code, _, err = await run_cli(
+        "orders", *period, "--max-attempts", "1", sandbox=connexi_sandbox,
+        env={"CONNEXI_BASE_URL": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert code == 5
+    assert "could not connect" in err
+    code, _, err = await run_cli("orders", "--since", "last tuesday", sandbox=connexi_sandbox)
+    assert code == 2
+    assert "is not a time" in err
+    code, _, err = await run_cli("orders", *period)
+    assert code == 2
+    assert "CONNEXI_API_KEY is not set" in err
+    code, _, err = await run_cli("update-status", "eleven=accepted", sandbox=connexi_sandbox)
+    assert code == 2
+
+
+async def test_failing_window_says_where_to_resume(connexi_sandbox: Sandbox) -> None:
+    connexi_sandbox.faults.script("GET /v1/order", FaultKind.UNAVAILABLE)
+    code, out, err = await run_cli(
+        "orders", "--since", "2026-10-01", "--until", "2026-10-05", "--concurrency", "1",
+        "--max-attempts", "1", sandbox=connexi_sandbox,
+    )  # fmt: skip
+    assert code == 4
+    assert "window [2026-10-01T00:00:00Z, 2026-10-02T00:00:00Z) failed" in err
+    assert "No window was completed: rerun with --since 2026-10-01T00:00:00Z." in err
+    assert out == ""
+
+
+async def test_sigint_leaves_complete_records(tmp_path: Path) -> None:
+    target = tmp_path / "orders.jsonl"
+    async with Sandbox(orders=3_000, days=10, latency_ms=150) as sandbox:
+        creds = sandbox.credentials
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
+        env |= {
+            "CONNEXI_API_KEY": creds["api_key"],
+            "CONNEXI_API_SECRET": creds["api_secret"],
+            "CONNEXI_BASE_URL": creds["base_url"],
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "connexi_async", "orders", "--since", "2026-10-01",
+            "--until", "2026-10-11", "--window", "2h", "--concurrency", "2", "-o", str(target),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if target.exists() and target.stat().st_size > 10_000:
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 130
+    message = err.decode()
+    assert "Interrupted." in message
+    assert "The output is complete up to" in message
+    stamp = message.split("complete up to ")[1].split(": resume")[0]
+    resume = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    lines = target.read_text().splitlines()
+    assert lines
+    orders = [decode_orders(f"[{line}]")[0] for line in lines]  # every line is a whole record
+    ids_before_resume = [o.id for o in sandbox.dataset.between(OCT1, resume)]
+    assert [o.id for o in orders][: len(ids_before_resume)] == ids_before_resume
+
+
+async def test_sandbox_flag_says_so() -> None:
+    code, out, err = await run_cli(
+        "orders",
+        "--sandbox",
+        "--sandbox-orders",
+        "500",
+        "--since",
+        "2026-10-01",
+        "--until",
+        "2026-10-02",
+    )
+    assert code == 0, err
+    assert "in-process sandbox" in err
+    assert len(out.splitlines()) > 0
+
+
+@pytest.mark.parametrize(
+    "command", ["orders", "stocks", "update-status", "create", "sandbox", "demo"]
+)
+async def test_help_has_an_example(command: str) -> None:
+    code, out, _ = await run_cli(command, "--help")
+    assert code == 0
+    assert "example: connexi-async" in out
+
+
+def test_time_and_duration_parsing() -> None:
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    assert parse_time("2026-10-01") == OCT1
+    assert parse_time("2026-10-01T07:00:00+07:00") == OCT1
+    assert parse_time("2026-10-01T00:00:00Z") == OCT1
+    assert parse_time("7d", now=lambda: now) == now - timedelta(days=7)
+    assert parse_time("now", now=lambda: now) == now
+    assert parse_duration("1d12h") == timedelta(hours=36)
+    assert parse_duration("90s") == timedelta(seconds=90)
+    with pytest.raises(Exception, match="not a duration"):
+        parse_duration("soon")
+    assert json.dumps(str(parse_duration("2w"))) == '"14 days, 0:00:00"'
