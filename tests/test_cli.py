@@ -26,7 +26,7 @@ async def run_cli(
     *args: str,
     sandbox: Sandbox | None = None,
     env: dict[str, str] | None = None,
-    timeout: float = 60,
+    limit: float = 60,
 ) -> tuple[int, str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
     if sandbox is not None:
@@ -41,7 +41,7 @@ async def run_cli(
         sys.executable, "-m", "connexi_async", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    out, err = await asyncio.wait_for(process.communicate(), limit)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
