@@ -657,49 +657,81 @@ def _encode_timestamp(value: object, name: str) -> str:
     return '"' + value.replace(tzinfo=None).isoformat() + 'Z"'
 
 
-def _generate_encoder(
-    cls: type, item_fn: Callable[[Any, Any], None] | None
-) -> Callable[[Any, Any], None]:
-    lines = ["def encode(o, out):"]
-    first = True
-    for name, kind, _required in _field_kinds(cls):
-        sep = "" if first else ","
+def _decimal_text(value: object, name: str) -> str:
+    """An amount as JSON number text with its exact digits (fast path: plain notation)."""
+    if value.__class__ is Decimal:
+        text = str(value)
+        if "E" not in text and text[-1].isdigit():
+            return text
+    return _encode_decimal(value, name)
+
+
+# datetime.isoformat costs over a microsecond and records repeat their instants (line
+# items carry their order's); a bounded memo of recent texts, keyed by the datetime.
+_recent_texts: dict[datetime, str] = {}
+
+
+def _timestamp_text(value: Any, name: str) -> str:
+    if value.__class__ is datetime and value.tzinfo is UTC:
+        text = _recent_texts.get(value)
+        if text is None:
+            if len(_recent_texts) >= _RECENT_STAMPS_MAX:
+                _recent_texts.clear()
+            text = _recent_texts[value] = '"' + value.isoformat()[:-6] + 'Z"'
+        return text
+    return _encode_timestamp(value, name)
+
+
+def _generate_encoder(cls: type, item_fn: Callable[[Any], str] | None) -> Callable[[Any], str]:
+    """``encode(record) -> str``: one join of literal keys and per-field value texts, the
+    common types handled inline (a C call each), anything else through the checked path."""
+    fields = _field_kinds(cls)
+    lines = ["def encode(o):"]
+    lines += [f"    v{i} = o.{name}" for i, (name, _kind, _req) in enumerate(fields)]
+    pieces: list[str] = []
+    literal = "{"
+    for i, (name, kind, _required) in enumerate(fields):
         key = json.dumps(name)
+        sep = "" if i == 0 else ","
+        var = f"v{i}"
         if kind == _TS:
-            if first:  # pragma: no cover - no model starts with a timestamp
+            if i == 0:  # pragma: no cover - no model starts with a timestamp
                 raise AssertionError(cls)
-            lines += [
-                f"    v = o.{name}",
-                "    if v is not None:",
-                f"        out(',{key}:' + timestamp(v, {name!r}))",
+            pieces += [
+                repr(literal),
+                f"('' if {var} is None else {repr(sep + key + ':')} + timestamp({var}, {name!r}))",
             ]
-        elif kind == _ITEMS:
-            lines += [
-                f"    out('{sep}{key}:[')",
-                f"    for i, x in enumerate(o.{name}):",
-                "        if i:",
-                "            out(',')",
-                "        item(x, out)",
-                "    out(']')",
-            ]
+            literal = ""
+            continue
+        literal += f"{sep}{key}:"
+        pieces.append(repr(literal))
+        literal = ""
+        if kind == _STR:
+            pieces.append(f"(js({var}) if {var}.__class__ is str else string({var}, {name!r}))")
+        elif kind == _INT:
+            pieces.append(f"(irepr({var}) if {var}.__class__ is int else integer({var}, {name!r}))")
+        elif kind == _DEC:
+            pieces.append(f"decimal({var}, {name!r})")
         else:
-            fn = {_STR: "string", _INT: "integer", _DEC: "decimal"}[kind]
-            lines.append(f"    out('{sep}{key}:' + {fn}(o.{name}, {name!r}))")
-        first = False
-    lines[1] = lines[1].replace("out('", "out('{", 1)
-    lines.append("    out('}')")
+            pieces.append(f"('[' + ','.join([item(x) for x in {var}]) + ']')")
+    pieces.append(repr(literal + "}"))
+    lines.append("    return ''.join((")
+    lines += [f"        {piece}," for piece in pieces if piece != "''"]
+    lines.append("    ))")
     namespace: dict[str, Any] = {
+        "js": _json_string,
+        "irepr": int.__repr__,
         "string": _encode_str,
         "integer": _encode_int,
-        "decimal": _encode_decimal,
-        "timestamp": _encode_timestamp,
+        "decimal": _decimal_text,
+        "timestamp": _timestamp_text,
         "item": item_fn,
     }
     exec(compile("\n".join(lines), f"<connexi_async encoder {cls.__name__}>", "exec"), namespace)
     return namespace["encode"]  # type: ignore[no-any-return]
 
 
-_ENCODE: dict[type, Callable[[Any, Any], None]] = {}
+_ENCODE: dict[type, Callable[[Any], str]] = {}
 _ENCODE[LineItem] = _generate_encoder(LineItem, None)
 _ENCODE[NewLineItem] = _generate_encoder(NewLineItem, None)
 _ENCODE[Order] = _generate_encoder(Order, _ENCODE[LineItem])
@@ -725,17 +757,13 @@ def _encode_location(loc: Location, out: Callable[[str], None], depth: int) -> N
 
 def _encode_list(records: Iterable[Any], cls: type, envelope: str | None) -> bytes:
     encode = _ENCODE[cls]
-    parts: list[str] = []
-    out = parts.append
-    out("[" if envelope is None else f'{{"{envelope}":[')
+    texts = []
     for index, record in enumerate(records):
-        if not isinstance(record, cls):
+        if record.__class__ is not cls and not isinstance(record, cls):
             raise EncodeError(f"item {index}: expected {cls.__name__}, got {type(record).__name__}")
-        if index:
-            out(",")
-        encode(record, out)
-    out("]" if envelope is None else "]}")
-    return "".join(parts).encode()
+        texts.append(encode(record))
+    body = "[" + ",".join(texts) + "]"
+    return (body if envelope is None else f'{{"{envelope}":{body}}}').encode()
 
 
 def encode_orders(orders: Iterable[Order]) -> bytes:
@@ -778,5 +806,5 @@ def encode_record(record: Order | NewOrder | Location | StatusUpdate) -> str:
     if isinstance(record, Location):
         _encode_location(record, parts.append, 0)
     else:
-        _ENCODE[type(record)](record, parts.append)
+        return _ENCODE[type(record)](record)
     return "".join(parts)
