@@ -699,7 +699,7 @@ def _generate_encoder(cls: type, item_fn: Callable[[Any], str] | None) -> Callab
                 raise AssertionError(cls)
             pieces += [
                 repr(literal),
-                f"('' if {var} is None else {repr(sep + key + ':')} + timestamp({var}, {name!r}))",
+                f"('' if {var} is None else {sep + key + ':'!r} + timestamp({var}, {name!r}))",
             ]
             literal = ""
             continue
