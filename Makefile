@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/connexi-async demo -o demo-orders.jsonl
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/decode.py
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis demo-orders.jsonl

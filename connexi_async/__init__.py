@@ -5,6 +5,8 @@
 Decimal('0.1')
 """
 
+import logging
+
 from ._client import DEFAULT_BASE_URL, ConnexiClient
 from ._convert import (
     decode_locations,
@@ -41,6 +43,9 @@ from ._stream import RecordStream, StreamStats
 from ._windows import Window, plan_windows, split_window
 
 __version__ = "0.1.0.dev0"
+
+# A library logs; the application decides where it goes (no "last resort" stderr lines).
+logging.getLogger("connexi_async").addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_BASE_URL",

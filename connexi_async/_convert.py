@@ -278,7 +278,8 @@ def _fast_body(cls: type, subscript: bool, indent: str) -> tuple[list[str], list
                 f"        {var} = to_decimal({var})",
             ]
         elif kind == _TS:
-            lines.append(f"{var} = {fetch(name, 'None')}")
+            # Unset timestamps are often left out rather than sent as the zero time.
+            lines.append(f"{var} = g({name!r})")
             if name == "updated_at":  # one revision of the API spells it update_at
                 lines += [f"if {var} is None:", f"    {var} = g('update_at')"]
             lines.append(

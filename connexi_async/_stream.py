@@ -81,8 +81,9 @@ class RecordStream(Generic[T]):
             f"records={s.records_yielded} concurrency={self.concurrency}>"
         )
 
-    def __aiter__(self) -> RecordStream[T]:
-        return self
+    def __aiter__(self) -> AsyncGenerator[T, None]:
+        # ``async for`` drives the generator itself: one hop less per record.
+        return self._agen
 
     async def __anext__(self) -> T:
         return await self._agen.__anext__()

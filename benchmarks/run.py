@@ -1,0 +1,508 @@
+"""``make bench``: connexi-async against hand-written aiohttp code, side by side.
+
+The sandbox runs in a separate process (pinned to its own core when the machine has two),
+so client and server do not share one core's time slices. Every figure is the median of
+several rounds with min and max; every ratio is taken inside this run. Results go to
+``benchmarks/results.json`` and a table on stdout.
+
+    .venv/bin/python benchmarks/run.py            # everything (a few minutes)
+    .venv/bin/python benchmarks/run.py --quick    # fewer rounds, smaller memory run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import decode as decode_bench
+
+from connexi_async import ConnexiClient, Order
+from connexi_async.sandbox import RETRYABLE_FAULTS
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+DAYS = 30
+AUTH = {"api_key": "sandbox-key", "api_secret": "sandbox-secret"}
+RESULTS = Path(__file__).parent / "results.json"
+
+
+# -- the sandbox in its own process ----------------------------------------------------
+
+
+class Server:
+    """``python -m connexi_async.sandbox`` in a child process, on a core of its own."""
+
+    def __init__(self, orders: int, **flags: object) -> None:
+        args = [sys.executable, "-m", "connexi_async.sandbox", "--port", "0"]
+        args += ["--orders", str(orders), "--days", str(DAYS), "--seed", "7"]
+        for name, value in flags.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.process.stdout is not None
+        lines = [self.process.stdout.readline() for _ in range(4)]
+        self.base_url = next(
+            line.split("=", 1)[1].strip() for line in lines if line.startswith("CONNEXI_BASE_URL=")
+        )
+        self.orders = orders
+        if CPUS >= 2:
+            os.sched_setaffinity(self.process.pid, {1})
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def placement() -> str:
+    if CPUS >= 2:
+        os.sched_setaffinity(0, {0})
+        return "sandbox process pinned to CPU 1, benchmark client pinned to CPU 0"
+    return "sandbox and client share the only CPU (results understate the client)"
+
+
+# -- windows and contenders -------------------------------------------------------------
+
+
+def windows(count: int) -> list[tuple[datetime, datetime]]:
+    width = timedelta(days=DAYS) / count
+    return [(START + i * width, START + (i + 1) * width) for i in range(count)]
+
+
+def _param(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _get(
+    session: aiohttp.ClientSession, base: str, window: tuple[datetime, datetime]
+) -> bytes:
+    params = {"start": _param(window[0]), "end": _param(window[1])}
+    async with session.get(base + "/v1/order", params=params, headers=AUTH) as response:
+        response.raise_for_status()
+        return await response.read()
+
+
+async def hand_written(
+    base: str, plan: list[tuple[datetime, datetime]], concurrency: int, typed: bool
+) -> AsyncIterator[Any]:
+    """What a careful user writes: a bounded sliding window of tasks, yielded in order."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        pending: deque[asyncio.Task[bytes]] = deque()
+        todo = iter(plan)
+        for window in todo:
+            pending.append(asyncio.ensure_future(_get(session, base, window)))
+            if len(pending) >= concurrency:
+                break
+        while pending:
+            body = await pending.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(asyncio.ensure_future(_get(session, base, nxt)))
+            for record in json.loads(body)["orders"]:
+                yield decode_bench.hand_written_order(record) if typed else record
+
+
+async def naive_sequential(
+    base: str, plan: list[tuple[datetime, datetime]]
+) -> AsyncIterator[Order]:
+    """What a user writes first: one window after the other, typed by hand."""
+    async with aiohttp.ClientSession() as session:
+        for window in plan:
+            for record in json.loads(await _get(session, base, window))["orders"]:
+                yield decode_bench.hand_written_order(record)
+
+
+async def with_client(
+    base: str, plan: list[tuple[datetime, datetime]], concurrency: int, **options: Any
+) -> AsyncIterator[Order]:
+    width = plan[0][1] - plan[0][0]
+    async with (
+        ConnexiClient(
+            api_key=AUTH["api_key"], api_secret=AUTH["api_secret"], base_url=base, **options
+        ) as client,
+        client.orders(plan[0][0], plan[-1][1], window=width, concurrency=concurrency) as stream,
+    ):
+        async for order in stream:
+            yield order
+
+
+async def consume(
+    records: AsyncIterator[Any], keep_ids: bool = False
+) -> tuple[float, int, list[int]]:
+    started = time.perf_counter()
+    count, ids = 0, []
+    async for record in records:
+        count += 1
+        if keep_ids:
+            ids.append(record.id if isinstance(record, Order) else record["id"])
+    return time.perf_counter() - started, count, ids
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {"value": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+# -- workloads ---------------------------------------------------------------------------
+
+
+def workload_decode(rounds: int) -> list[dict[str, Any]]:
+    result = decode_bench.run(rounds=rounds)
+    params = {
+        "orders": result["orders"],
+        "bytes_per_order": result["bytes_per_order"],
+        "rounds": rounds,
+    }
+    rows = []
+    for name in ("json.loads", "hand-written", "decode_orders"):
+        r = result[name]
+        rows.append(
+            {
+                "name": f"decode: {name}",
+                "value": r["median"],
+                "min": r["min"],
+                "max": r["max"],
+                "unit": "orders/s",
+                "params": params,
+            }
+        )
+    rows.append(
+        {
+            "name": "decode: decode_orders / hand-written",
+            "value": result["ratio_vs_hand_written"],
+            "unit": "ratio",
+            "target": ">= 1.2",
+            "met": result["ratio_vs_hand_written"] >= 1.2,
+            "params": params,
+        }
+    )
+    rows.append(
+        {
+            "name": "decode: decode_orders / json.loads",
+            "value": result["ratio_vs_json_loads"],
+            "unit": "ratio",
+            "params": params,
+        }
+    )
+    return rows
+
+
+async def workload_throughput(orders: int, rounds: int, faults: bool) -> list[dict[str, Any]]:
+    plan = windows(max(1, orders // 1000))
+    params = {"orders": orders, "windows": len(plan), "concurrency": 8, "rounds": rounds}
+    with (
+        Server(orders) as clean,
+        Server(
+            orders,
+            fault_rate=0.1,
+            fault_kinds=",".join(RETRYABLE_FAULTS),
+            retry_after=0,
+            stall_seconds=2,
+            fault_seed=3,
+        ) as faulty,
+    ):
+        fault_options = {
+            "read_timeout": 0.5,
+            "backoff_base": 0.01,
+            "backoff_max": 0.1,
+            "max_attempts": 10,
+        }
+        # Warm-up: the sandbox generates each window on first request, then serves it cached.
+        await consume(hand_written(clean.base_url, plan, 8, typed=False))
+        if faults:
+            await consume(with_client(faulty.base_url, plan, 8, **fault_options))
+        contenders: dict[str, Callable[[], AsyncIterator[Any]]] = {
+            "client.orders()": lambda: with_client(clean.base_url, plan, 8),
+            "hand-written dicts (untyped ceiling)": lambda: hand_written(
+                clean.base_url, plan, 8, typed=False
+            ),
+            "hand-written typed": lambda: hand_written(clean.base_url, plan, 8, typed=True),
+            "naive sequential typed": lambda: naive_sequential(clean.base_url, plan),
+        }
+        if faults:
+            contenders["client.orders() with 10% faults"] = lambda: with_client(
+                faulty.base_url, plan, 8, **fault_options
+            )
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        ids: dict[str, list[int]] = {}
+        for _ in range(rounds):
+            for name, make in contenders.items():
+                elapsed, count, got = await consume(make(), keep_ids=name.startswith("client"))
+                assert count == orders, (name, count)
+                times[name].append(orders / elapsed)
+                if got:
+                    ids[name] = got
+    rows = [
+        {"name": f"throughput: {name}", **summarise(rates), "unit": "orders/s", "params": params}
+        for name, rates in times.items()
+    ]
+    med = {name: statistics.median(rates) for name, rates in times.items()}
+    client = med["client.orders()"]
+    rows.append(
+        {
+            "name": "throughput: client / hand-written typed",
+            "value": client / med["hand-written typed"],
+            "unit": "ratio",
+            "target": ">= 1.0",
+            "met": client >= med["hand-written typed"],
+            "params": params,
+        }
+    )
+    ceiling = med["hand-written dicts (untyped ceiling)"]
+    rows.append(
+        {
+            "name": "throughput: client / untyped ceiling",
+            "value": client / ceiling,
+            "unit": "ratio",
+            "target": ">= 0.4",
+            "met": client / ceiling >= 0.4,
+            "params": params,
+        }
+    )
+    rows.append(
+        {
+            "name": "throughput: client / naive sequential",
+            "value": client / med["naive sequential typed"],
+            "unit": "ratio",
+            "params": params,
+        }
+    )
+    if faults:
+        ratio = med["client.orders() with 10% faults"] / client
+        same = ids["client.orders() with 10% faults"] == ids["client.orders()"]
+        rows.append(
+            {
+                "name": "faults: throughput with 10% faults / fault-free",
+                "value": ratio,
+                "unit": "ratio",
+                "target": ">= 0.7, same ids",
+                "met": ratio >= 0.7 and same,
+                "params": {
+                    **params,
+                    "fault_rate": 0.1,
+                    "kinds": list(RETRYABLE_FAULTS),
+                    "read_timeout": 0.5,
+                },
+            }
+        )
+        rows.append(
+            {
+                "name": "faults: ids yielded equal the fault-free run",
+                "value": float(same),
+                "unit": "bool",
+                "met": same,
+                "params": params,
+            }
+        )
+    return rows
+
+
+async def workload_latency(rounds: int) -> list[dict[str, Any]]:
+    plan = windows(200)
+    orders = 4_000  # about 20 orders a window: the wait, not the transfer, dominates
+    params: dict[str, Any] = {"windows": 200, "orders": orders, "latency_ms": 50, "rounds": rounds}
+    rows = []
+    with Server(orders) as fast, Server(orders, latency_ms=50) as slow:
+        await consume(with_client(fast.base_url, plan, 8))  # warm both caches
+        await consume(with_client(slow.base_url, plan, 32))
+        walls: dict[int, float] = {}
+        for concurrency in (1, 4, 16, 32):
+            transfer = statistics.median(
+                [
+                    (await consume(with_client(fast.base_url, plan, concurrency)))[0]
+                    for _ in range(rounds)
+                ]
+            )
+            n = 1 if concurrency == 1 else rounds
+            actual = [
+                (await consume(with_client(slow.base_url, plan, concurrency)))[0] for _ in range(n)
+            ]
+            ideal = math.ceil(200 / concurrency) * 0.050 + transfer
+            walls[concurrency] = statistics.median(actual)
+            efficiency = ideal / walls[concurrency]
+            row = {
+                "name": f"latency: efficiency at concurrency {concurrency}",
+                "value": efficiency,
+                "unit": "ideal/actual",
+                "params": {
+                    **params,
+                    "concurrency": concurrency,
+                    "wall_s": walls[concurrency],
+                    "ideal_s": ideal,
+                    "transfer_s": transfer,
+                },
+            }
+            if concurrency == 16:
+                row |= {"target": ">= 0.85", "met": efficiency >= 0.85}
+            rows.append(row)
+        naive = (await consume(naive_sequential(slow.base_url, plan)))[0]
+        ratio = naive / walls[16]
+        rows.append(
+            {
+                "name": "latency: naive sequential wall / client at concurrency 16",
+                "value": ratio,
+                "unit": "ratio",
+                "target": ">= 10",
+                "met": ratio >= 10,
+                "params": {**params, "naive_wall_s": naive},
+            }
+        )
+    return rows
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set. VmHWM, not getrusage: on Linux ru_maxrss keeps
+    the peak of the process before exec (here, the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # pragma: no cover
+
+
+def memory_child(base: str, orders: int) -> None:
+    """Run in a fresh process: stream ``orders`` and print the peak RSS in bytes."""
+    plan = windows(max(1, orders // 1000))
+    baseline = peak_rss_bytes()
+    elapsed, count, _ = asyncio.run(consume(with_client(base, plan, 8)))
+    peak = peak_rss_bytes()
+    print(
+        json.dumps(
+            {"count": count, "peak_bytes": peak, "baseline_bytes": baseline, "seconds": elapsed}
+        )
+    )
+
+
+def workload_memory(sizes: list[int]) -> list[dict[str, Any]]:
+    peaks: dict[int, dict[str, Any]] = {}
+    for orders in sizes:
+        with Server(orders) as server:
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-child", server.base_url, str(orders)],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+        peaks[orders] = json.loads(out.stdout.strip().splitlines()[-1])
+        assert peaks[orders]["count"] == orders
+    rows = []
+    for orders, peak in peaks.items():
+        rows.append(
+            {
+                "name": f"memory: peak RSS streaming {orders:,} orders",
+                "value": peak["peak_bytes"] / 2**20,
+                "unit": "MiB",
+                "params": {
+                    "orders": orders,
+                    "windows": orders // 1000,
+                    "concurrency": 8,
+                    "baseline_mib": peak["baseline_bytes"] / 2**20,
+                    "seconds": peak["seconds"],
+                },
+                **(
+                    {"target": "<= 200", "met": peak["peak_bytes"] <= 200 * 2**20}
+                    if orders == max(sizes)
+                    else {}
+                ),
+            }
+        )
+    if len(sizes) == 2:
+        small, large = (peaks[s]["peak_bytes"] for s in sizes)
+        rows.append(
+            {
+                "name": f"memory: peak {sizes[1]:,} / peak {sizes[0]:,}",
+                "value": large / small,
+                "unit": "ratio",
+                "target": "<= 1.2",
+                "met": large / small <= 1.2,
+                "params": {"sizes": sizes},
+            }
+        )
+    return rows
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def table(rows: list[dict[str, Any]]) -> Iterator[str]:
+    yield f"| {'figure':<62} | {'median':>12} | {'min':>10} | {'max':>10} | unit | target |"
+    yield f"|{'-' * 64}|{'-' * 14}|{'-' * 12}|{'-' * 12}|------|--------|"
+    for row in rows:
+        low = f"{row['min']:,.2f}" if "min" in row else ""
+        high = f"{row['max']:,.2f}" if "max" in row else ""
+        target = row.get("target", "")
+        if target:
+            target += " ✔" if row.get("met") else " ✘"
+        yield f"| {row['name']:<62} | {row['value']:>12,.2f} | {low:>10} | {high:>10} | {row['unit']} | {target} |"
+
+
+async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = workload_decode(rounds=args.rounds + 2)
+    rows += await workload_throughput(orders=args.orders, rounds=args.rounds, faults=True)
+    rows += await workload_latency(rounds=args.rounds)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds and a smaller memory run"
+    )
+    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--memory-child", nargs=2, metavar=("BASE_URL", "ORDERS"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return 0
+    if args.quick:
+        args.rounds = 1
+    where = placement()
+    started = time.perf_counter()
+    rows = asyncio.run(run_all(args))
+    rows += workload_memory([100_000, 300_000] if args.quick else [100_000, 1_000_000])
+    machine = {
+        "cpus": CPUS,
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "placement": where,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    RESULTS.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
+    print(f"{machine['cpus']} CPUs, Python {machine['python']}; {where}")
+    for line in table(rows):
+        print(line)
+    missed = [row["name"] for row in rows if row.get("met") is False]
+    print(
+        f"\nwritten to {RESULTS}; {len(missed)} target(s) missed"
+        + (": " + "; ".join(missed) if missed else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
