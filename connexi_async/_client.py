@@ -304,6 +304,7 @@ class ConnexiClient:
                 concurrency=1,
                 ordered=True,
                 page_cap=None,
+                windowed=False,
             )
         count, windows = plan_windows(since, until, window)
         return RecordStream(

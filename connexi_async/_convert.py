@@ -283,7 +283,8 @@ def _fast_body(cls: type, subscript: bool, indent: str) -> tuple[list[str], list
             if name == "updated_at":  # one revision of the API spells it update_at
                 lines += [f"if {var} is None:", f"    {var} = g('update_at')"]
             lines.append(
-                f"{var} = None if {var} is None or {var} == ZERO_TIME else fast_timestamp({var})"
+                f"{var} = None if {var} is None or {var} == ZERO_TIME"
+                f" else (recent_stamp({var}) or fast_timestamp({var}))"
             )
         else:  # line items: a list, null, or one object under "line_item"
             lines += [
@@ -340,6 +341,7 @@ def _generate_fast(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[
         "whole_get": _whole_amounts.get,
         "whole_amount": _whole_amount,
         "fast_timestamp": _fast_timestamp,
+        "recent_stamp": _recent_stamps.get,
         "Decimal": Decimal,
         "ZERO": _ZERO,
         "ZERO_TIME": GO_ZERO_TIME,

@@ -61,8 +61,10 @@ class RecordStream(Generic[T]):
         concurrency: int,
         ordered: bool,
         page_cap: int | None,
+        windowed: bool = True,
     ) -> None:
         self.stats = StreamStats(windows_planned=window_count)
+        self._windowed = windowed
         self.concurrency = concurrency
         self.ordered = ordered
         self.page_cap = page_cap
@@ -141,6 +143,8 @@ class RecordStream(Generic[T]):
             if isinstance(cause, WindowError):
                 raise cause from None
             if isinstance(cause, ConnexiError):
+                if not self._windowed:
+                    raise cause from None  # one request, no window to name
                 raise WindowError(window.start, window.end, str(cause)) from cause
             raise
 

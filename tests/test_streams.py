@@ -328,3 +328,12 @@ async def test_completed_until_tracks_the_contiguous_prefix() -> None:
                 if seen == first_day + 1:  # the first record of the second day
                     break
             assert stream.completed_until == OCT1 + timedelta(days=1)
+
+
+async def test_whole_tree_failure_is_the_plain_error() -> None:
+    from connexi_async import ServerError
+
+    async with Sandbox(orders=10) as sandbox, client_for(sandbox, max_attempts=1) as client:
+        sandbox.faults.script("GET /v1/product/stocks", FaultKind.UNAVAILABLE)
+        with pytest.raises(ServerError):
+            await collect(client.stock_locations())
