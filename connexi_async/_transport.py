@@ -333,13 +333,8 @@ class Transport:
             if not deadline.expired():
                 raise  # pragma: no cover - aiohttp's own timeouts are caught inside
             if method == "POST":
-                raise OutcomeUnknownError(
-                    f"{method} {path} did not finish within the {self.timeouts.total:g} s "
-                    "deadline; the orders may or may not have been created. Fetch the period "
-                    "with client.orders(...) and look for your remote_order_id values before "
-                    "sending them again.",
-                    method=method,
-                    path=path,
+                raise _outcome_unknown(
+                    path, f"did not finish within the {self.timeouts.total:g} s deadline"
                 ) from exc
             raise TransportError(
                 f"{method} {path} did not finish within the {self.timeouts.total:g} s deadline "
@@ -380,13 +375,8 @@ class Transport:
                     elapsed,
                 )
                 if not can_retry and method == "POST" and failure.sent:
-                    raise OutcomeUnknownError(
-                        f"POST {path} failed after the request may have reached the server "
-                        f"({failure}); the orders may or may not have been created. Fetch the "
-                        "period with client.orders(...) and look for your remote_order_id "
-                        "values before sending them again.",
-                        method=method,
-                        path=path,
+                    raise _outcome_unknown(
+                        path, f"failed after the request may have reached the server ({failure})"
                     ) from failure.__cause__
                 if not can_retry or attempt >= self.retry.max_attempts:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
@@ -404,28 +394,18 @@ class Transport:
             error = api_error(status, method, path, data, response_headers)
             if not may_retry_status(method, status):
                 if method == "POST" and isinstance(error, ServerError):
-                    raise OutcomeUnknownError(
-                        f"POST {path} got HTTP {status} after the request reached the server; "
-                        "the orders may or may not have been created. Fetch the period with "
-                        "client.orders(...) and look for your remote_order_id values before "
-                        "sending them again.",
-                        method=method,
-                        path=path,
+                    raise _outcome_unknown(
+                        path, f"got HTTP {status} after the request reached the server"
                     ) from error
                 raise error
             wait = backoff_delay(attempt, self.retry, self._random)
             if status == 429:
                 asked = parse_retry_after(response_headers.get("Retry-After"), self._wall_clock())
                 if asked is not None and asked > self.retry.max_retry_after:
-                    raise RateLimitError(
-                        retry_after=asked,
-                        status=status,
-                        method=method,
-                        path=path,
-                        server_message=error.server_message,
-                        reference=error.reference,
-                        body_excerpt=error.body_excerpt,
-                        hint=f"The server asked to wait {asked:g} s, longer than "
+                    raise _rate_limited(
+                        error,
+                        asked,
+                        f"The server asked to wait {asked:g} s, longer than "
                         f"max_retry_after={self.retry.max_retry_after:g} s; try again later.",
                     )
                 if asked is not None:
@@ -433,15 +413,8 @@ class Transport:
                 # Every request of this client waits, not only this one.
                 self._paused_until = max(self._paused_until, self._clock() + wait)
                 if attempt >= self.retry.max_attempts:
-                    raise RateLimitError(
-                        retry_after=asked,
-                        status=status,
-                        method=method,
-                        path=path,
-                        server_message=error.server_message,
-                        reference=error.reference,
-                        body_excerpt=error.body_excerpt,
-                        hint=f"Still rate limited after {attempt} attempts.",
+                    raise _rate_limited(
+                        error, asked, f"Still rate limited after {attempt} attempts."
                     )
             elif attempt >= self.retry.max_attempts:
                 raise error
@@ -487,6 +460,29 @@ class Transport:
             # The cause kept for debugging is stripped of request_info (headers!).
             failure.__cause__ = _scrub(exc)
             raise failure from None
+
+
+def _outcome_unknown(path: str, what: str) -> OutcomeUnknownError:
+    return OutcomeUnknownError(
+        f"POST {path} {what}; the orders may or may not have been created. Fetch the period "
+        "with client.orders(...) and look for your remote_order_id values before sending "
+        "them again.",
+        method="POST",
+        path=path,
+    )
+
+
+def _rate_limited(error: APIError, retry_after: float | None, hint: str) -> RateLimitError:
+    return RateLimitError(
+        retry_after=retry_after,
+        status=error.status,
+        method=error.method,
+        path=error.path,
+        server_message=error.server_message,
+        reference=error.reference,
+        body_excerpt=error.body_excerpt,
+        hint=hint,
+    )
 
 
 def _scrub(exc: BaseException) -> BaseException:

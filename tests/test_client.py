@@ -25,7 +25,7 @@ from connexi_async import (
     StatusUpdate,
     TransportError,
 )
-from connexi_async.sandbox import FaultKind, Sandbox
+from connexi_async.sandbox import RETRYABLE_FAULTS, FaultKind, Sandbox
 
 OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
 OCT2 = OCT1 + timedelta(days=1)
@@ -48,18 +48,7 @@ def first_pending(sandbox: Sandbox) -> int:
     raise AssertionError("no pending order")
 
 
-RETRIED_FAULTS = [
-    FaultKind.RATE_LIMIT,
-    FaultKind.RATE_LIMIT_DATE,
-    FaultKind.SERVER_ERROR,
-    FaultKind.BAD_GATEWAY,
-    FaultKind.UNAVAILABLE,
-    FaultKind.GATEWAY_TIMEOUT,
-    FaultKind.DISCONNECT,
-    FaultKind.TRUNCATE,
-    FaultKind.STALL_HEADERS,
-    FaultKind.STALL_BODY,
-]
+RETRIED_FAULTS = list(RETRYABLE_FAULTS)  # every kind a GET or PATCH may retry
 
 
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
