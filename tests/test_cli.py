@@ -235,3 +235,45 @@ def test_time_and_duration_parsing() -> None:
     with pytest.raises(Exception, match="not a duration"):
         parse_duration("soon")
     assert json.dumps(str(parse_duration("2w"))) == '"14 days, 0:00:00"'
+
+
+async def test_progress_is_live_on_a_terminal_only() -> None:
+    import pty
+
+    async with Sandbox(orders=500, days=10, latency_ms=100) as sandbox:
+        creds = sandbox.credentials
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
+        env |= {
+            "CONNEXI_API_KEY": creds["api_key"],
+            "CONNEXI_API_SECRET": creds["api_secret"],
+            "CONNEXI_BASE_URL": creds["base_url"],
+        }
+        leader, follower = pty.openpty()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "connexi_async", "orders", "--since", "2026-10-01",
+                "--until", "2026-10-11", "--concurrency", "1",
+                stdout=asyncio.subprocess.PIPE, stderr=follower, env=env,
+            )  # fmt: skip
+            out, _ = await asyncio.wait_for(process.communicate(), 60)
+            os.close(follower)
+            follower = -1
+            screen = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+        finally:
+            os.close(leader)
+            if follower != -1:
+                os.close(follower)
+    assert process.returncode == 0
+    text = screen.decode()
+    assert "\r\x1b[2Kwindows " in text  # the live line, redrawn in place
+    assert "/10" in text
+    assert "500 orders in" in text  # the summary
+    assert b"windows" not in out  # never on stdout

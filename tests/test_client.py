@@ -178,27 +178,37 @@ async def test_retry_after_longer_than_the_cap_raises(connexi_sandbox: Sandbox) 
 
 
 async def test_a_429_pauses_every_request_of_the_client(connexi_sandbox: Sandbox) -> None:
-    connexi_sandbox.state.retry_after = 2
-    connexi_sandbox.latency_ms = 20
+    """After one request gets a 429, a request that got none waits out the pause too."""
+    connexi_sandbox.state.retry_after = 5
     connexi_sandbox.faults.script(GET, FaultKind.RATE_LIMIT)
-    clock = [0.0]
-    sleeps: list[float] = []
+    clock = [0.0]  # advanced by this test only: the pause lasts until it says so
+    waits: list[tuple[str, float]] = []
     real_sleep = asyncio.sleep
 
     async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        clock[0] += seconds
-        await real_sleep(0)
+        task = asyncio.current_task()
+        waits.append((task.get_name() if task else "?", seconds))
+        await real_sleep(0.001)
 
     async with fast_client(connexi_sandbox, clock=lambda: clock[0], sleep=sleep) as client:
-        first = asyncio.create_task(client.fetch_orders(OCT1, OCT2))
-        await real_sleep(0.01)  # the first request is in flight and will get the 429
-        await real_sleep(0.05)
-        # A second request started after the 429 waits for the pause too.
-        await client.fetch_orders(OCT1 + timedelta(days=2), OCT1 + timedelta(days=3))
-        await first
-    assert sleeps.count(2.0) >= 1
-    assert sum(sleeps) >= 2.0
+
+        async def until_waiting(name: str) -> None:
+            for _ in range(5_000):  # bounded: a broken pause fails, never hangs
+                if any(who == name for who, _ in waits):
+                    return
+                await real_sleep(0.001)
+            raise AssertionError(f"{name} never waited")
+
+        first = asyncio.create_task(client.fetch_orders(OCT1, OCT2), name="first")
+        await until_waiting("first")  # it got its 429 and waits out Retry-After
+        second = asyncio.create_task(client.fetch_orders(OCT1, OCT2), name="second")
+        await until_waiting("second")
+        # "second" never got a 429 yet it waits, and it has not been sent.
+        assert connexi_sandbox.recorder.count(GET) == 1
+        assert ("second", 5.0) in waits
+        clock[0] = 5.0
+        await asyncio.gather(first, second)
+    assert connexi_sandbox.recorder.count(GET) == 3
 
 
 async def test_requests_per_second_spaces_requests(connexi_sandbox: Sandbox) -> None:
