@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
+from typing import TypeVar
 
 import aiohttp
 from yarl import URL
@@ -15,13 +16,14 @@ from ._convert import decode_locations, decode_orders, encode_new_orders, encode
 from ._errors import ConfigurationError, DecodeError
 from ._models import Location, NewOrder, Order, StatusUpdate
 from ._retry import RetryPolicy
-from ._stream import RecordStream
+from ._stream import Fetch, RecordStream
 from ._transport import DEFAULTS, Timeouts, Transport
 from ._windows import Window, plan_windows, whole_second
 
 __all__ = ["DEFAULT_BASE_URL", "ConnexiClient"]
 
 DEFAULT_BASE_URL = "https://api2.connexi.id"
+T = TypeVar("T")
 logger = logging.getLogger("connexi_async")
 
 
@@ -257,15 +259,15 @@ class ConnexiClient:
         """
         if page_cap is not None and page_cap < 1:
             raise ConfigurationError(f"page_cap must be at least 1, got {page_cap}")
-        count, windows = plan_windows(since, until, window)
-        return RecordStream(
-            window_count=count,
-            windows=windows,
-            fetch=self._fetch_orders_window,
-            key=_order_id,
-            concurrency=self._concurrency(concurrency),
-            ordered=ordered,
-            page_cap=page_cap,
+        return self._windowed(
+            self._fetch_orders_window,
+            _order_id,
+            since,
+            until,
+            window,
+            concurrency,
+            ordered,
+            page_cap,
         )
 
     def stock_locations(
@@ -306,15 +308,37 @@ class ConnexiClient:
                 page_cap=None,
                 windowed=False,
             )
+        return self._windowed(
+            self._fetch_locations_window,
+            _identity,
+            since,
+            until,
+            window,
+            concurrency,
+            ordered,
+            None,
+        )
+
+    def _windowed(
+        self,
+        fetch: Fetch[T],
+        key: Callable[[T], Hashable],
+        since: datetime,
+        until: datetime,
+        window: timedelta,
+        concurrency: int,
+        ordered: bool,
+        page_cap: int | None,
+    ) -> RecordStream[T]:
         count, windows = plan_windows(since, until, window)
         return RecordStream(
             window_count=count,
             windows=windows,
-            fetch=self._fetch_locations_window,
-            key=_identity,
+            fetch=fetch,
+            key=key,
             concurrency=self._concurrency(concurrency),
             ordered=ordered,
-            page_cap=None,
+            page_cap=page_cap,
         )
 
 

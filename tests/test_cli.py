@@ -22,12 +22,8 @@ from connexi_async.sandbox import FaultKind, Sandbox
 OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
 
 
-async def run_cli(
-    *args: str,
-    sandbox: Sandbox | None = None,
-    env: dict[str, str] | None = None,
-    limit: float = 60,
-) -> tuple[int, str, str]:
+def cli_env(sandbox: Sandbox | None) -> dict[str, str]:
+    """This process's environment, with the sandbox's credentials in CONNEXI_* (or none)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
     if sandbox is not None:
         creds = sandbox.credentials
@@ -36,7 +32,16 @@ async def run_cli(
             "CONNEXI_API_SECRET": creds["api_secret"],
             "CONNEXI_BASE_URL": creds["base_url"],
         }
-    environment |= env or {}
+    return environment
+
+
+async def run_cli(
+    *args: str,
+    sandbox: Sandbox | None = None,
+    env: dict[str, str] | None = None,
+    limit: float = 60,
+) -> tuple[int, str, str]:
+    environment = cli_env(sandbox) | (env or {})
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "connexi_async", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment,
@@ -167,13 +172,7 @@ async def test_failing_window_says_where_to_resume(connexi_sandbox: Sandbox) -> 
 async def test_sigint_leaves_complete_records(tmp_path: Path) -> None:
     target = tmp_path / "orders.jsonl"
     async with Sandbox(orders=3_000, days=10, latency_ms=150) as sandbox:
-        creds = sandbox.credentials
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
-        env |= {
-            "CONNEXI_API_KEY": creds["api_key"],
-            "CONNEXI_API_SECRET": creds["api_secret"],
-            "CONNEXI_BASE_URL": creds["base_url"],
-        }
+        env = cli_env(sandbox)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "connexi_async", "orders", "--since", "2026-10-01",
             "--until", "2026-10-11", "--window", "2h", "--concurrency", "2", "-o", str(target),
@@ -241,13 +240,7 @@ async def test_progress_is_live_on_a_terminal_only() -> None:
     import pty
 
     async with Sandbox(orders=500, days=10, latency_ms=100) as sandbox:
-        creds = sandbox.credentials
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
-        env |= {
-            "CONNEXI_API_KEY": creds["api_key"],
-            "CONNEXI_API_SECRET": creds["api_secret"],
-            "CONNEXI_BASE_URL": creds["base_url"],
-        }
+        env = cli_env(sandbox)
         leader, follower = pty.openpty()
         try:
             process = await asyncio.create_subprocess_exec(
