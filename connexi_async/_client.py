@@ -187,7 +187,12 @@ class ConnexiClient:
         try:
             return decode_orders(body, context=context)
         except DecodeError as exc:
-            logger.warning("%s succeeded, but its response body was not read: %s", context, exc)
+            # The write happened: never raise (a caller would retry and duplicate it). The
+            # log names where the body was unreadable, never its values (customer data).
+            paths = ", ".join(e.path for e in exc.errors[:5])
+            logger.warning(
+                "%s succeeded, but its response body was not read (at %s)", context, paths
+            )
             return []
 
     # -- single windows --------------------------------------------------------------

@@ -405,3 +405,47 @@ async def test_create_then_fetch_round_trip(connexi_sandbox: Sandbox) -> None:
     assert created in fetched
     assert created.line_items[0].sku == "TOP0001"
     assert created.order_date == new.order_date
+
+
+async def test_unreadable_write_response_is_logged_without_its_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def odd(request: web.Request) -> web.Response:
+        return web.json_response({"orders": [{"id": 1, "delivery_name": ["Budi Santoso"]}]})
+
+    app = web.Application()
+    app.router.add_patch("/v1/order", odd)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with ConnexiClient(
+            api_key="k", api_secret="s", base_url=f"http://127.0.0.1:{port}"
+        ) as client:
+            assert await client.update_order_statuses([(1, "accepted")]) == []
+    finally:
+        await runner.cleanup()
+    (record,) = [
+        r for r in caplog.records if r.name == "connexi_async" and r.levelname == "WARNING"
+    ]
+    assert "$.orders[0].delivery_name" in record.getMessage()
+    assert "Budi" not in record.getMessage()
+
+
+async def test_waiting_for_a_pooled_connection_is_not_a_connect_timeout(
+    connexi_sandbox: Sandbox,
+) -> None:
+    # One connection, requests that hold it for 200 ms, a 50 ms connect timeout: the
+    # second request waits in the pool far longer than it may take to connect.
+    connexi_sandbox.latency_ms = 200
+    async with fast_client(
+        connexi_sandbox, max_connections=1, connect_timeout=0.05, max_attempts=1
+    ) as client:
+        first, second = await asyncio.gather(
+            client.fetch_orders(OCT1, OCT2), client.fetch_orders(OCT1, OCT2)
+        )
+    assert first == second
+    assert connexi_sandbox.recorder.count(GET) == 2
+    assert connexi_sandbox.recorder.max_in_flight == 1
