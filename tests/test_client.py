@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -34,6 +36,25 @@ SECRET = "sandbox-secret"
 GET = "GET /v1/order"
 POST = "POST /v1/order"
 PATCH = "PATCH /v1/order"
+
+
+@contextlib.asynccontextmanager
+async def tiny_server(
+    *routes: tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+    host: str = "127.0.0.1",
+) -> AsyncIterator[str]:
+    """A throwaway aiohttp server answering /v1/order with the given handlers: its URL."""
+    app = web.Application()
+    for method, handler in routes:
+        app.router.add_route(method, "/v1/order", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        yield f"http://{host}:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 def fast_client(sandbox: Sandbox, **options: object) -> ConnexiClient:
@@ -244,22 +265,12 @@ async def test_update_accepts_empty_and_undocumented_bodies() -> None:
         return web.json_response({"status": "ok"})
 
     for handler in (empty, other):
-        app = web.Application()
-        app.router.add_patch("/v1/order", handler)
-        app.router.add_post("/v1/order", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            async with ConnexiClient(
-                api_key="k", api_secret="s", base_url=f"http://127.0.0.1:{port}"
-            ) as client:
-                assert await client.update_order_statuses([(1, "accepted")]) == []
-                assert await client.create_orders([NewOrder(remote_order_id="x")]) == []
-        finally:
-            await runner.cleanup()
+        async with (
+            tiny_server(("PATCH", handler), ("POST", handler)) as base_url,
+            ConnexiClient(api_key="k", api_secret="s", base_url=base_url) as client,
+        ):
+            assert await client.update_order_statuses([(1, "accepted")]) == []
+            assert await client.create_orders([NewOrder(remote_order_id="x")]) == []
 
 
 async def test_redirect_is_not_followed_and_credentials_stay_home() -> None:
@@ -269,14 +280,8 @@ async def test_redirect_is_not_followed_and_credentials_stay_home() -> None:
         received.append(dict(request.headers))
         return web.json_response({"orders": []})
 
-    other = web.Application()
-    other.router.add_get("/v1/order", record)
-    runner = web.AppRunner(other)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.2", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+    async with tiny_server(("GET", record), host="127.0.0.2") as other_host:
+        port = int(other_host.rsplit(":", 1)[1])
         async with Sandbox(orders=10, redirect_to=f"http://127.0.0.2:{port}") as sandbox:
             sandbox.faults.script(GET, FaultKind.REDIRECT)
             async with fast_client(sandbox) as client:
@@ -287,8 +292,6 @@ async def test_redirect_is_not_followed_and_credentials_stay_home() -> None:
         assert info.value.location.startswith(f"http://127.0.0.2:{port}/v1/order")
         assert SECRET not in str(info.value)
         assert received == []  # the other host never saw the request, nor the secret
-    finally:
-        await runner.cleanup()
 
 
 async def test_secret_never_in_repr_logs_or_exceptions(
@@ -413,20 +416,11 @@ async def test_unreadable_write_response_is_logged_without_its_values(
     async def odd(request: web.Request) -> web.Response:
         return web.json_response({"orders": [{"id": 1, "delivery_name": ["Budi Santoso"]}]})
 
-    app = web.Application()
-    app.router.add_patch("/v1/order", odd)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with ConnexiClient(
-            api_key="k", api_secret="s", base_url=f"http://127.0.0.1:{port}"
-        ) as client:
-            assert await client.update_order_statuses([(1, "accepted")]) == []
-    finally:
-        await runner.cleanup()
+    async with (
+        tiny_server(("PATCH", odd)) as base_url,
+        ConnexiClient(api_key="k", api_secret="s", base_url=base_url) as client,
+    ):
+        assert await client.update_order_statuses([(1, "accepted")]) == []
     (record,) = [
         r for r in caplog.records if r.name == "connexi_async" and r.levelname == "WARNING"
     ]
