@@ -13,7 +13,7 @@ import aiohttp
 from yarl import URL
 
 from ._convert import decode_locations, decode_orders, encode_new_orders, encode_status_updates
-from ._errors import ConfigurationError, DecodeError
+from ._errors import ConfigurationError, DecodeError, format_instant
 from ._models import Location, NewOrder, Order, StatusUpdate
 from ._retry import RetryPolicy
 from ._stream import Fetch, RecordStream
@@ -25,10 +25,6 @@ __all__ = ["DEFAULT_BASE_URL", "ConnexiClient"]
 DEFAULT_BASE_URL = "https://api2.connexi.id"
 T = TypeVar("T")
 logger = logging.getLogger("connexi_async")
-
-
-def _param(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ConnexiClient:
@@ -220,13 +216,13 @@ class ConnexiClient:
         return records
 
     async def _fetch_orders_window(self, window: Window) -> tuple[list[Order], int, int]:
-        params = {"start": _param(window.start), "end": _param(window.end)}
+        params = {"start": format_instant(window.start), "end": format_instant(window.end)}
         response = await self._transport.request("GET", "/v1/order", params=params)
         orders = decode_orders(response.body, context=f"GET /v1/order {window}")
         return orders, len(response.body), response.attempts
 
     async def _fetch_locations_window(self, window: Window) -> tuple[list[Location], int, int]:
-        params = {"start": _param(window.start), "end": _param(window.end)}
+        params = {"start": format_instant(window.start), "end": format_instant(window.end)}
         response = await self._transport.request("GET", "/v1/product/stocks", params=params)
         locations = decode_locations(response.body, context=f"GET /v1/product/stocks {window}")
         return locations, len(response.body), response.attempts

@@ -9,7 +9,7 @@ so it is never attached.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import attrs
 
@@ -176,7 +176,9 @@ class WindowError(ConnexiError):
     def __init__(self, start: datetime, end: datetime, reason: str) -> None:
         self.start = start
         self.end = end
-        super().__init__(f"window [{_iso(start)}, {_iso(end)}) failed: {reason}")
+        super().__init__(
+            f"window [{format_instant(start)}, {format_instant(end)}) failed: {reason}"
+        )
 
 
 class WindowTooDenseError(WindowError):
@@ -186,7 +188,7 @@ class WindowTooDenseError(WindowError):
         self.page_cap = page_cap
         ConnexiError.__init__(
             self,
-            f"window [{_iso(start)}, {_iso(end)}) still returned {page_cap} or more records "
+            f"window [{format_instant(start)}, {format_instant(end)}) still returned {page_cap} or more records "
             f"at the minimum width of one second, so some may be missing; raise page_cap "
             f"if the server allows more per response",
         )
@@ -194,5 +196,8 @@ class WindowTooDenseError(WindowError):
         self.end = end
 
 
-def _iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+def format_instant(value: datetime) -> str:
+    """An aware datetime as the API's query parameters and our messages write it:
+    RFC 3339 UTC to the second (``2018-11-07T00:00:00Z``). Kept here, the module every
+    other one may import."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

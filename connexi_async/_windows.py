@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, format_instant
 
 __all__ = ["MAX_WINDOWS", "MIN_WIDTH", "Window", "plan_windows", "split_window", "whole_second"]
 
@@ -31,11 +31,7 @@ class Window:
         return self.end - self.start
 
     def __str__(self) -> str:
-        return f"[{_iso(self.start)}, {_iso(self.end)})"
-
-
-def _iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"[{format_instant(self.start)}, {format_instant(self.end)})"
 
 
 def whole_second(value: datetime, name: str) -> datetime:
@@ -67,7 +63,7 @@ def plan_windows(
     end = whole_second(until, "until")
     if start >= end:
         raise ConfigurationError(
-            f"since ({_iso(start)}) must be before until ({_iso(end)}), at least a second apart"
+            f"since ({format_instant(start)}) must be before until ({format_instant(end)}), at least a second apart"
         )
     if not isinstance(width, timedelta) or width < MIN_WIDTH:
         raise ConfigurationError(
@@ -78,7 +74,7 @@ def plan_windows(
     count = -((start - end) // width)  # ceiling division
     if count > max_windows:
         raise ConfigurationError(
-            f"[{_iso(start)}, {_iso(end)}) in windows of {width} is {count:,} windows, more than "
+            f"[{format_instant(start)}, {format_instant(end)}) in windows of {width} is {count:,} windows, more than "
             f"{max_windows:,}; use a wider window (with page_cap set, full windows are split "
             "automatically)"
         )

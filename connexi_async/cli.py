@@ -37,6 +37,7 @@ from ._errors import (
     PermissionDeniedError,
     TransportError,
     WindowError,
+    format_instant,
 )
 from ._models import Location, Order, StatusUpdate
 from ._stream import RecordStream
@@ -267,12 +268,8 @@ _resume_note: list[str] = []  # what to say if the run is interrupted or fails m
 def _resume_hint(stream: RecordStream[Any], since: datetime) -> str:
     done = stream.completed_until
     if done is None:
-        return f"No window was completed: rerun with --since {_iso(since)}."
-    return f"The output is complete up to {_iso(done)}: resume with --since {_iso(done)}."
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"No window was completed: rerun with --since {format_instant(since)}."
+    return f"The output is complete up to {format_instant(done)}: resume with --since {format_instant(done)}."
 
 
 async def cmd_orders(args: argparse.Namespace) -> int:
