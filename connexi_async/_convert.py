@@ -177,10 +177,8 @@ def _whole_amount(value: int) -> Decimal:
 
 
 def _fast_timestamp(value: Any) -> datetime | None:
-    """The common case inline: ``2018-11-07T03:46:16.457936Z``; anything else is general."""
-    stamp = _recent_stamps.get(value) if value.__class__ is str else None
-    if stamp is not None:
-        return stamp
+    """A memo miss (the generated code looks in ``_recent_stamps`` first): the common
+    shape ``2018-11-07T03:46:16.457936Z`` parsed and remembered; anything else general."""
     if (
         value.__class__ is str
         and len(value) > 19

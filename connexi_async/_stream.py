@@ -192,12 +192,16 @@ class RecordStream(Generic[T]):
 
                 # De-duplicate against the neighbours already delivered.
                 neighbours = [seen[j] for j in (index - 1, index + 1) if j in seen]
-                keys = {self._key(r) for r in records}
+                keyed = [self._key(r) for r in records]  # each key computed once
                 if neighbours:
-                    fresh = [r for r in records if not any(self._key(r) in n for n in neighbours)]
+                    fresh = [
+                        r
+                        for r, k in zip(records, keyed, strict=True)
+                        if not any(k in n for n in neighbours)
+                    ]
                     self.stats.duplicates_dropped += len(records) - len(fresh)
                     records = fresh
-                seen[index] = keys
+                seen[index] = set(keyed)
                 delivered.add(index)
                 for j in (index - 1, index, index + 1):
                     if j in seen and settled(j):
