@@ -1,17 +1,27 @@
-"""JSON bytes to models and back, exactly.
+"""JSON bytes to models and back, exactly, in slices that never hold the event loop long.
 
-Two structuring paths share one set of value rules:
+Two structuring paths share one set of value rules (the ``_to_*`` functions below):
 
-* the **fast path**: one straight-line function per model, generated from the attrs
-  fields the way cattrs generates its own, with the common cases inline (a value that
-  already has the right type, the Go zero time, a ``...Z`` timestamp). It does no error
-  bookkeeping at all;
-* the **validating path**: cattrs with ``detailed_validation``, the same value hooks, run
-  only for a record the fast path gave up on. It collects every bad field with its JSON
-  path, so a :class:`DecodeError` names them all.
+* the **fast path**: msgspec parses a piece of the body straight into typed wire
+  structs (strings, bounded integers, timestamps as text, amounts as exact ``Decimal``
+  from the JSON number's own text), then one generated straight-line function per model
+  turns a wire struct into the attrs model, applying the rules inline for the common
+  cases and calling them otherwise. It does no error bookkeeping;
+* the **validating path**: cattrs with ``detailed_validation`` and the same rules as
+  hooks, run only for a record the fast path refused. It collects every bad field with
+  its JSON path, so a :class:`DecodeError` names them all.
 
-JSON is parsed with ``parse_float=Decimal``, so the JSON text ``0.1`` becomes
-``Decimal("0.1")`` without ever being a binary float.
+Whatever the fast path accepts, the validating path accepts with the same value
+(a property test holds them to it); the validating path also accepts the rarer shapes
+(``null`` strings, numeric strings) the fast path leaves to it.
+
+Bounds come before conversion: integers fit in 64 bits, amounts are below 10**30 with
+at most 30 digits after the point, and a number's text is measured before it is turned
+into anything. Out of bounds is a :class:`DecodeError` naming the field.
+
+Bodies are cut into pieces of whole records (:mod:`._chunks`) and decoded piece by
+piece as a generator of steps (:mod:`._cooperative`): ``decode_orders`` runs it at once,
+the client and the sandbox in slices that give the loop back.
 """
 
 from __future__ import annotations
@@ -19,21 +29,27 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import attrs
 import cattrs
+import msgspec
 from cattrs.errors import ClassValidationError, IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, override
 
+from ._chunks import array_pieces, find_array
+from ._cooperative import Steps, run_steps
 from ._errors import DecodeError, EncodeError, FieldError
 from ._models import LineItem, Location, NewLineItem, NewOrder, Order, StatusUpdate
 
 __all__ = [
+    "AMOUNT_DIGITS",
+    "INT_MAX",
+    "INT_MIN",
     "decode_locations",
     "decode_new_orders",
     "decode_orders",
@@ -48,20 +64,78 @@ T = TypeVar("T")
 
 GO_ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 _ZERO = Decimal(0)
-_MISSING: Final = object()
+
+# ---------------------------------------------------------------------------------------
+# Bounds, checked on a number's text before it is converted.
+# ---------------------------------------------------------------------------------------
+
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
+# An amount is below 10**30 in magnitude and has at most 30 digits after the point:
+# far beyond any price or rate, far below what makes Decimal arithmetic or formatting slow.
+AMOUNT_DIGITS: Final = 30
+_AMOUNT_LIMIT: Final = 10**AMOUNT_DIGITS
+_LONGEST_NUMBER_TEXT = 200  # digits; the exponent is measured on its own
+
+
+class _OutOfRange:
+    """A JSON number too large or too precise to convert: kept as text for the message."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _number_text(text: str) -> str:
+    return text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text)} characters)"
+
+
+def _bounded_int(text: str) -> int | _OutOfRange:
+    """``parse_int`` for the validating path: no int() on a text of thousands of digits."""
+    return int(text) if len(text) <= 40 else _OutOfRange(text)
+
+
+_NUMBER_PARTS = re.compile(r"[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?", re.ASCII)
+
+
+def _bounded_decimal(text: str) -> Decimal | _OutOfRange:
+    """A number's text (JSON, or a numeric string already checked) to an exact Decimal.
+
+    The text is measured first: ``1e999999999`` is 11 characters but no Decimal to keep.
+    """
+    if len(text) <= 24 and "e" not in text and "E" not in text:
+        return Decimal(text)  # 24 plain characters are within both bounds
+    parts = _NUMBER_PARTS.fullmatch(text)
+    if parts is None:  # pragma: no cover - callers pass number texts only
+        return _OutOfRange(text)
+    whole, fraction, exponent = parts.groups()
+    if exponent is not None and len(exponent.lstrip("+-").lstrip("0")) > 5:
+        return _OutOfRange(text)
+    if len(whole) + len(fraction or "") > _LONGEST_NUMBER_TEXT:
+        return _OutOfRange(text)
+    value = Decimal(text)
+    exponent_of_last_digit = value.as_tuple().exponent
+    assert isinstance(exponent_of_last_digit, int)  # finite: no NaN or Infinity text here
+    if (value and value.adjusted() >= AMOUNT_DIGITS) or exponent_of_last_digit < -AMOUNT_DIGITS:
+        return _OutOfRange(text)
+    return value
+
 
 # ---------------------------------------------------------------------------------------
 # Value rules, shared by both paths. Each takes the raw JSON value (after the common case
 # was ruled out by the caller) and returns the model value or raises ValueError with the
-# message that ends up in DecodeError.
+# message that ends up in DecodeError. Numbers and timestamps are ASCII only.
 # ---------------------------------------------------------------------------------------
 
-_NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER_TEXT = re.compile(r"[+-]?\d+")
+_NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_INTEGER_TEXT = re.compile(r"[+-]?\d{1,19}", re.ASCII)
 _TIMESTAMP_TEXT = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?",
+    re.ASCII,
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _show(value: object) -> str:
@@ -71,38 +145,55 @@ def _show(value: object) -> str:
     if value is True or value is False:
         return "true" if value else "false"
     if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
+        text = json.dumps(value, ensure_ascii=True)
         return text if len(text) <= 60 else text[:56] + '..."'
-    if isinstance(value, int | Decimal):
-        return str(value)
+    if isinstance(value, int):
+        return _number_text(str(value))
+    if isinstance(value, Decimal):
+        return _number_text(str(value))
+    if isinstance(value, _OutOfRange):
+        return _number_text(value.text)
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
         return "an object"
-    return type(value).__name__  # pragma: no cover - json.loads makes nothing else
+    return type(value).__name__
+
+
+def _out_of_range(value: _OutOfRange, what: str) -> ValueError:
+    return ValueError(f"number {_number_text(value.text)} is out of range for {what}")
 
 
 def _to_str(value: Any) -> str:
     if value.__class__ is str:
-        return value
+        if _SURROGATE.search(value) is not None:
+            # Not text: UTF-8 cannot carry it, so nothing downstream could write it.
+            raise ValueError(f"a string with a lone UTF-16 surrogate: {_show(value)}")
+        return value  # type: ignore[no-any-return]
     if value is None:
         return ""
     if value.__class__ is int or value.__class__ is Decimal:
         # A number in a string field (a post code sent as 10150) becomes its decimal text.
         return str(value)
+    if value.__class__ is _OutOfRange:
+        raise _out_of_range(value, "a string")
     raise ValueError(f"expected a string, got {_show(value)}")
 
 
 def _to_int(value: Any) -> int:
     cls = value.__class__
     if cls is int:
-        return int(value)
+        if INT_MIN <= value <= INT_MAX:
+            return int(value)
+        raise ValueError(f"expected an integer within 64 bits, got {_show(value)}")
     if value is None or value == "":
         return 0
     if cls is str and _INTEGER_TEXT.fullmatch(value):
-        return int(value)
-    if cls is Decimal and value.is_finite() and value == value.to_integral_value():
-        return int(value)
+        return _to_int(int(value))
+    if cls is Decimal and value == value.to_integral_value():
+        return _to_int(int(value))  # bounded below 10**30: a cheap int()
+    if cls is _OutOfRange:
+        raise _out_of_range(value, "an integer")
     raise ValueError(f"expected an integer, got {_show(value)}")
 
 
@@ -118,25 +209,38 @@ def _to_required_str(value: Any) -> str:
     return _to_str(value)
 
 
+def _whole_amount(value: int) -> Decimal:
+    if not -_AMOUNT_LIMIT < value < _AMOUNT_LIMIT:
+        raise ValueError(f"expected an amount below 10**{AMOUNT_DIGITS}, got {_show(value)}")
+    if len(_whole_amounts) >= _MEMO_MAX:
+        _whole_amounts.clear()
+    amount = _whole_amounts[value] = Decimal(value)
+    return amount
+
+
 def _to_decimal(value: Any) -> Decimal:
     cls = value.__class__
     if cls is Decimal:
-        # parse_float only ever makes finite Decimals; NaN/Infinity literals are refused
-        # by parse_constant before they get here.
+        # Only _bounded_decimal makes Decimals while decoding: finite and in bounds.
         return value  # type: ignore[no-any-return]
     if cls is int:
-        return Decimal(value)
+        return _whole_amount(value)
     if value is None or value == "":
         return _ZERO
-    if cls is str and _NUMERIC_TEXT.fullmatch(value):
-        return Decimal(value)
+    if cls is str and len(value) <= _LONGEST_NUMBER_TEXT and _NUMERIC_TEXT.fullmatch(value):
+        amount = _bounded_decimal(value)
+        if amount.__class__ is Decimal:
+            return amount  # type: ignore[return-value]
+        raise ValueError(f"amount {_show(value)} is out of range")
+    if cls is _OutOfRange:
+        raise _out_of_range(value, "an amount")
     raise ValueError(f"expected an amount, got {_show(value)}")
 
 
 def _to_timestamp(value: Any) -> datetime | None:
     if value is None or value == "" or value == GO_ZERO_TIME:
         return None
-    if value.__class__ is not str:
+    if value.__class__ is not str or len(value) > 40:
         raise ValueError(f"expected an RFC 3339 timestamp, got {_show(value)}")
     match = _TIMESTAMP_TEXT.fullmatch(value)
     if match is None:
@@ -158,40 +262,33 @@ def _to_timestamp(value: Any) -> datetime | None:
     return stamp
 
 
+# The shape Go servers send (``2018-11-07T03:46:16.457936Z``), for which fromisoformat,
+# a C call, gives exactly what _to_timestamp gives.
+_COMMON_STAMP = re.compile(r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z", re.ASCII)
 _fromisoformat = datetime.fromisoformat
-# Line items usually carry their order's timestamps, and neighbouring records share many:
-# a small memo of recent strings saves a parse. Cleared when full, so memory stays bounded.
+_common_stamp = _COMMON_STAMP.fullmatch
+
+# Line items usually carry their order's timestamps, and neighbouring records share many,
+# as whole amounts repeat: small memos save a parse. Cleared when full, so bounded.
+_MEMO_MAX = 4096
 _recent_stamps: dict[str, datetime] = {}
-_RECENT_STAMPS_MAX = 4096
-
-
-# Whole IDR amounts repeat (0, prices, fares): Decimal(int) costs five dict look-ups.
 _whole_amounts: dict[int, Decimal] = {}
 
 
-def _whole_amount(value: int) -> Decimal:
-    if len(_whole_amounts) >= _RECENT_STAMPS_MAX:
-        _whole_amounts.clear()
-    amount = _whole_amounts[value] = Decimal(value)
-    return amount
-
-
-def _fast_timestamp(value: Any) -> datetime | None:
-    """A memo miss (the generated code looks in ``_recent_stamps`` first): the common
-    shape ``2018-11-07T03:46:16.457936Z`` parsed and remembered; anything else general."""
-    if (
-        value.__class__ is str
-        and len(value) > 19
-        and value[-1] == "Z"
-        and value[10] == "T"
-        and value[0] != "0"
-    ):
-        stamp = _fromisoformat(value)
-        if len(_recent_stamps) >= _RECENT_STAMPS_MAX:
+def _timestamp_miss(value: str) -> datetime | None:
+    """A memo miss of the fast path: parse by the one rule, remember the result."""
+    if _common_stamp(value) is not None:
+        try:
+            stamp: datetime | None = _fromisoformat(value)
+        except ValueError:
+            stamp = _to_timestamp(value)  # raises with the rule's own message
+    else:
+        stamp = _to_timestamp(value)
+    if stamp is not None:
+        if len(_recent_stamps) >= _MEMO_MAX:
             _recent_stamps.clear()
         _recent_stamps[value] = stamp
-        return stamp
-    return _to_timestamp(value)
+    return stamp
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,143 +317,96 @@ def _field_kinds(cls: type) -> list[tuple[str, str, bool]]:
 
 
 # ---------------------------------------------------------------------------------------
-# The fast path: generated straight-line structure functions.
+# The fast path: msgspec wire structs, and generated wire -> model functions.
 # ---------------------------------------------------------------------------------------
 
-
-class _GiveUp(Exception):
-    """The fast path met something it does not handle; the validating path takes over."""
+_Int64 = Annotated[int, msgspec.Meta(ge=INT_MIN, le=INT_MAX)]
 
 
-def _fast_body(cls: type, subscript: bool, indent: str) -> tuple[list[str], list[str]]:
-    """Straight-line statements structuring every field of ``cls`` from the dict ``d``.
-
-    With ``subscript`` the fields are read as ``d["name"]`` (a missing one raises
-    KeyError: the caller falls back to the ``.get`` version, which applies defaults).
-    """
-    lines: list[str] = []
-    args: list[str] = []
-
-    def fetch(name: str, default: str) -> str:
-        return f"d[{name!r}]" if subscript else f"g({name!r}, {default})"
-
-    for index, (name, kind, required) in enumerate(_field_kinds(cls)):
-        var = f"v{index}"
-        args.append(f"{name}={var}")
-        if required:
-            cls_name, check = (
-                ("int", "to_required_int") if kind == _INT else ("str", "to_required_str")
-            )
-            lines += [
-                f"{var} = {fetch(name, 'None')}",
-                f"if {var}.__class__ is not {cls_name}:",
-                f"    {var} = {check}({var})",
-            ]
-        elif kind == _STR:
-            lines += [
-                f"{var} = {fetch(name, repr(''))}",
-                f"if {var}.__class__ is not str:",
-                f"    {var} = to_str({var})",
-            ]
+def _wire_struct(cls: type, item_wire: type | None) -> type[msgspec.Struct]:
+    """A msgspec struct mirroring ``cls`` as it travels: amounts untyped (``Any``: a
+    JSON number's text goes through ``_bounded_decimal``, an int or a string is left to
+    the rules), timestamps as text, line items under either key."""
+    fields: list[tuple[str, Any, Any]] = []
+    for name, kind, required in _field_kinds(cls):
+        if kind == _STR:
+            spec: Any = str
+            default: Any = ""
         elif kind == _INT:
-            lines += [
-                f"{var} = {fetch(name, '0')}",
-                f"if {var}.__class__ is not int:",
-                f"    {var} = to_int({var})",
-            ]
+            spec, default = _Int64, 0
         elif kind == _DEC:
-            # Amounts arrive as Decimal (JSON decimals, via parse_float) or int (whole).
+            spec, default = Any, _ZERO
+        elif kind == _TS:
+            spec, default = str | None, None
+        else:
+            spec, default = list[item_wire] | None, None  # type: ignore[valid-type]
+            fields.append(("line_item", item_wire | None, None))
+        fields.append((name, spec, msgspec.NODEFAULT if required else default))
+        if name == "updated_at":  # one revision of the API spells it update_at
+            fields.append(("update_at", str | None, None))
+    return msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, gc=False)
+
+
+def _generate_convert(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """``convert(wire) -> model``: straight-line, the rules' common cases inline.
+
+    The instance is built the way attrs' own ``__init__`` does, minus its per-field
+    ``object.__setattr__`` lookups: the slot descriptors' setters, called directly. Safe
+    because the models have no validators, converters or ``__attrs_post_init__``
+    (tests/test_convert.py checks that this stays true).
+    """
+    lines = ["def convert(w):", "    o = new(cls)"]
+    for index, (name, kind, required) in enumerate(_field_kinds(cls)):
+        setter = f"set{index}"
+        if kind == _STR and required:
+            lines += [f"    v = w.{name}", "    if not v:", "        v = to_required_str(v)"]
+        elif kind in (_STR, _INT):
+            lines.append(f"    v = w.{name}")  # msgspec checked the type and the bounds
+        elif kind == _DEC:
             lines += [
-                f"{var} = {fetch(name, 'ZERO')}",
-                f"if {var}.__class__ is not Decimal:",
-                f"    if {var}.__class__ is int:",
-                f"        w = whole_get({var})",
-                f"        {var} = w if w is not None else whole_amount({var})",
-                "    else:",
-                f"        {var} = to_decimal({var})",
+                f"    v = w.{name}",
+                "    if v.__class__ is not Decimal:",
+                "        if v.__class__ is int:",
+                "            d = whole_get(v)",
+                "            v = d if d is not None else whole_amount(v)",
+                "        else:",
+                "            v = to_decimal(v)",
             ]
         elif kind == _TS:
-            # Unset timestamps are often left out rather than sent as the zero time.
-            lines.append(f"{var} = g({name!r})")
-            if name == "updated_at":  # one revision of the API spells it update_at
-                lines += [f"if {var} is None:", f"    {var} = g('update_at')"]
-            lines.append(
-                f"{var} = None if {var} is None or {var} == ZERO_TIME"
-                f" else (recent_stamp({var}) or fast_timestamp({var}))"
-            )
+            lines.append(f"    v = w.{name}")
+            if name == "updated_at":
+                lines += ["    if v is None:", "        v = w.update_at"]
+            lines.append("    v = None if v is None or v == ZERO_TIME else (recent(v) or stamp(v))")
         else:  # line items: a list, null, or one object under "line_item"
             lines += [
-                f"{var} = {fetch(name, 'None')}",
-                f"if {var}.__class__ is list:",
-                f"    {var} = tuple([item(x) for x in {var}])",
-                f"elif {var} is None:",
-                f"    {var} = g('line_item')",
-                f"    {var} = () if {var} is None else (item({var}),)",
-                "else:",
-                "    raise GiveUp",
+                f"    v = w.{name}",
+                "    if v is None:",
+                "        v = w.line_item",
+                "        v = () if v is None else (item(v),)",
+                "    else:",
+                "        v = tuple([item(x) for x in v])",
             ]
-    return [indent + line for line in lines], args
-
-
-def _generate_fast(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    complete, args = _fast_body(cls, subscript=True, indent="        ")
-    partial_body, _ = _fast_body(cls, subscript=False, indent="    ")
-
-    # Build the instance the way attrs' own __init__ does, minus its per-field
-    # object.__setattr__ lookups: the slot descriptors' setters, called directly. Safe
-    # because the models have no validators, converters or __attrs_post_init__
-    # (tests/test_convert.py checks that this stays true).
-    def build(indent: str) -> list[str]:
-        lines = [f"{indent}o = new(cls)"]
-        lines += [f"{indent}set{i}(o, v{i})" for i in range(len(args))]
-        return [*lines, f"{indent}return o"]
-
-    lines = [
-        "def structure(d):",
-        "    if d.__class__ is not dict:",
-        "        raise GiveUp",
-        "    g = d.get",
-        # Go servers send every field: plain subscripts are the fastest read.
-        "    try:",
-        *complete,
-        *build("        "),
-        "    except KeyError:",
-        "        pass",
-        *partial_body,
-        *build("    "),
-    ]
+        lines.append(f"    {setter}(o, v)")
+    lines.append("    return o")
     namespace: dict[str, Any] = {
-        "GiveUp": _GiveUp,
         "cls": cls,
         "new": object.__new__,
         **{f"set{i}": getattr(cls, a.name).__set__ for i, a in enumerate(attrs.fields(cls))},
         "item": item_fn,
-        "to_str": _to_str,
-        "to_int": _to_int,
-        "to_required_int": _to_required_int,
         "to_required_str": _to_required_str,
         "to_decimal": _to_decimal,
         "whole_get": _whole_amounts.get,
         "whole_amount": _whole_amount,
-        "fast_timestamp": _fast_timestamp,
-        "recent_stamp": _recent_stamps.get,
+        "stamp": _timestamp_miss,
+        "recent": _recent_stamps.get,
         "Decimal": Decimal,
-        "ZERO": _ZERO,
         "ZERO_TIME": GO_ZERO_TIME,
     }
     exec(
-        compile("\n".join(lines), f"<connexi_async fast structure {cls.__name__}>", "exec"),
+        compile("\n".join(lines), f"<connexi_async convert {cls.__name__}>", "exec"),
         namespace,
     )
-    return namespace["structure"]  # type: ignore[no-any-return]
-
-
-_FAST: dict[type, Callable[[Any], Any]] = {}
-_FAST[LineItem] = _generate_fast(LineItem, None)
-_FAST[NewLineItem] = _generate_fast(NewLineItem, None)
-_FAST[Order] = _generate_fast(Order, _FAST[LineItem])
-_FAST[NewOrder] = _generate_fast(NewOrder, _FAST[NewLineItem])
-_FAST[StatusUpdate] = _generate_fast(StatusUpdate, None)
+    return namespace["convert"]  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------
@@ -462,7 +512,7 @@ def _record_id(record: object) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------
-# Payloads: JSON parsing and envelopes.
+# Record kinds: what the decoding machinery needs to know about each.
 # ---------------------------------------------------------------------------------------
 
 
@@ -470,97 +520,70 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not a valid amount")
 
 
-def _load(payload: bytes | bytearray | memoryview | str, context: str) -> Any:
-    if isinstance(payload, memoryview | bytearray):
-        payload = bytes(payload)
-    if not isinstance(payload, bytes | str):
-        raise DecodeError([FieldError("$", f"expected bytes or str, got {type(payload).__name__}")])
-    try:
-        return json.loads(payload, parse_float=Decimal, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
-        # JSONDecodeError, UnicodeDecodeError and the NaN refusal are all ValueErrors.
-        raise DecodeError([FieldError("$", f"invalid JSON: {exc}")], context=context) from None
-
-
-def _records(data: Any, keys: Sequence[str], context: str) -> tuple[list[Any], str]:
-    """The list of records inside any of the envelopes, and its JSON path."""
-    if isinstance(data, list):
-        return data, "$"
-    if isinstance(data, dict):
-        for key in keys:
-            if key in data:
-                inner = data[key]
-                if inner is None:
-                    return [], f"$.{key}"
-                if isinstance(inner, list):
-                    return inner, f"$.{key}"
-                raise DecodeError(
-                    [FieldError(f"$.{key}", f"expected a list, got {_show(inner)}")],
-                    context=context,
-                )
-        wanted = " or ".join(f'"{k}"' for k in keys)
-        raise DecodeError(
-            [
-                FieldError(
-                    "$", f"expected a list or an object with {wanted}, got keys {sorted(data)[:10]}"
-                )
-            ],
-            context=context,
-        )
-    raise DecodeError(
-        [FieldError("$", f"expected a list or an object, got {_show(data)}")], context=context
+def _load_record(raw: bytes) -> Any:
+    """One record for the validating path, numbers bounded as on the fast path."""
+    return json.loads(
+        raw,
+        parse_float=_bounded_decimal,
+        parse_int=_bounded_int,
+        parse_constant=_refuse_constant,
     )
 
 
-def _structure_records(records: list[Any], base: str, cls: type[T], context: str) -> list[T]:
-    fast = _FAST[cls]
-    try:
-        return [fast(record) for record in records]
-    except Exception:
-        pass
-    result: list[T] = []
-    errors: list[FieldError] = []
-    for index, record in enumerate(records):
+@attrs.frozen
+class _Kind:
+    """How to decode one kind of record: the envelope keys, the fast path's decoders and
+    converter, and the validating path for one record (appends FieldErrors or returns
+    the model)."""
+
+    keys: tuple[str, ...]
+    pieces: msgspec.json.Decoder[Any]
+    single: msgspec.json.Decoder[Any]
+    convert: Callable[[Any], Any]
+    validate: Callable[[Any, str, list[FieldError]], Any]
+
+
+def _model_kind(cls: type, keys: tuple[str, ...], wire: type, convert: Any) -> _Kind:
+    name_ids = cls in (Order, StatusUpdate)
+
+    def validate(record: Any, path: str, errors: list[FieldError]) -> Any:
         try:
-            result.append(fast(record))
-            continue
-        except Exception:
-            pass
-        path = f"{base}[{index}]"
-        try:
-            result.append(_VALIDATING.structure(record, cls))
+            return _VALIDATING.structure(record, cls)
         except Exception as exc:
-            _collect(
-                exc, path, errors, _record_id(record) if cls in (Order, StatusUpdate) else None
-            )
-    if errors:
-        raise DecodeError(errors, context=context)
-    return result
+            _collect(exc, path, errors, _record_id(record) if name_ids else None)
+            return None
+
+    return _Kind(
+        keys=keys,
+        pieces=msgspec.json.Decoder(list[wire], float_hook=_bounded_decimal),  # type: ignore[valid-type]
+        single=msgspec.json.Decoder(wire, float_hook=_bounded_decimal),
+        convert=convert,
+        validate=validate,
+    )
 
 
-def decode_orders(payload: bytes | str, *, context: str = "") -> list[Order]:
-    """Decode a Get Order (or Create Order) response body into :class:`Order` records.
-
-    Accepts ``{"orders": [...]}``, ``{"data": [...]}`` and a bare ``[...]``. Raises
-    :class:`DecodeError` naming every bad field, and nothing else, whatever the bytes.
-
-    >>> [o.id for o in decode_orders(b'{"orders": [{"id": 111, "total": 47500}]}')]
-    [111]
-    """
-    records, base = _records(_load(payload, context), ("orders", "data"), context)
-    return _structure_records(records, base, Order, context)
-
-
-def decode_new_orders(payload: bytes | str, *, context: str = "") -> list[NewOrder]:
-    """Decode a Create Order request body (what the sandbox receives)."""
-    records, base = _records(_load(payload, context), ("orders", "data"), context)
-    return _structure_records(records, base, NewOrder, context)
-
-
-def decode_status_updates(payload: bytes | str, *, context: str = "") -> list[StatusUpdate]:
-    """Decode an Update Order request body: ``[{"id": 1, "status": "accepted"}, ...]``."""
-    records, base = _records(_load(payload, context), ("data",), context)
-    return _structure_records(records, base, StatusUpdate, context)
+_LINE_ITEM_WIRE = _wire_struct(LineItem, None)
+_NEW_LINE_ITEM_WIRE = _wire_struct(NewLineItem, None)
+_CONVERT_LINE_ITEM = _generate_convert(LineItem, None)
+_CONVERT_NEW_LINE_ITEM = _generate_convert(NewLineItem, None)
+_ORDERS = _model_kind(
+    Order,
+    ("orders", "data"),
+    _wire_struct(Order, _LINE_ITEM_WIRE),
+    _generate_convert(Order, _CONVERT_LINE_ITEM),
+)
+_NEW_ORDERS = _model_kind(
+    NewOrder,
+    ("orders", "data"),
+    _wire_struct(NewOrder, _NEW_LINE_ITEM_WIRE),
+    _generate_convert(NewOrder, _CONVERT_NEW_LINE_ITEM),
+)
+_STATUS_UPDATES = _model_kind(
+    StatusUpdate,
+    ("data",),
+    _wire_struct(StatusUpdate, None),
+    _generate_convert(StatusUpdate, None),
+)
 
 
 def _location(value: Any, path: str, errors: list[FieldError]) -> Location | None:
@@ -589,41 +612,296 @@ def _location(value: Any, path: str, errors: list[FieldError]) -> Location | Non
     return Location(location_code=texts[0], provider_data=texts[1], children=tuple(children))
 
 
+def _validate_location(record: Any, path: str, errors: list[FieldError]) -> Location | None:
+    try:
+        return _location(record, path, errors)
+    except RecursionError:
+        errors.append(FieldError(path, "location tree nested too deeply"))
+        return None
+
+
+def _convert_location(record: Any) -> Location:
+    errors: list[FieldError] = []
+    location = _validate_location(record, "$", errors)
+    if errors or location is None:
+        raise ValueError("a location the validating path must report")
+    return location
+
+
+# Location trees have one rule-set only (no fast variant): msgspec parses them untyped.
+_LOCATIONS = _Kind(
+    keys=("locations", "data"),
+    pieces=msgspec.json.Decoder(list[Any], float_hook=_bounded_decimal),
+    single=msgspec.json.Decoder(Any, float_hook=_bounded_decimal),
+    convert=_convert_location,
+    validate=_validate_location,
+)
+
+# ---------------------------------------------------------------------------------------
+# Decoding a body, piece by piece.
+# ---------------------------------------------------------------------------------------
+
+_CONVERT_BATCH = 32  # records converted between two yields (~0.3 ms)
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+_any_value = msgspec.json.Decoder(Any)
+_envelope = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
+
+
+def _as_bytes(payload: object, context: str) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, memoryview | bytearray):
+        return bytes(payload)
+    if isinstance(payload, str):
+        try:
+            return payload.encode()
+        except UnicodeEncodeError:
+            raise DecodeError(
+                [FieldError("$", "invalid JSON: text with a lone UTF-16 surrogate")],
+                context=context,
+            ) from None
+    raise DecodeError([FieldError("$", f"expected bytes or str, got {type(payload).__name__}")])
+
+
+def _invalid_json(exc: Exception, context: str, text: bytes | None = None) -> DecodeError:
+    """Python's json words its complaints better (NaN, line and column): ask it too."""
+    reason = str(exc)
+    if text is not None:
+        try:
+            _load_record(text)
+        except (ValueError, RecursionError) as json_exc:
+            reason = str(json_exc)
+    return DecodeError([FieldError("$", f"invalid JSON: {reason}")], context=context)
+
+
+def _plain_region(body: bytes, keys: tuple[str, ...]) -> tuple[int, int, str] | None:
+    """The records array of a body laid out the plain way, verified: (start, end, path)."""
+    found = find_array(body, keys)
+    if found is None:
+        return None
+    start, end, key, envelope = found
+    try:
+        outer = _any_value.decode(envelope)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if key is None:
+        return (start, end, "$") if outer == [] else None
+    if not isinstance(outer, dict) or outer.get(key) != []:
+        return None  # a repeated key, or the text after the array was not what it seemed
+    if any(k in outer for k in keys[: keys.index(key)]):
+        return None  # a preferred envelope key comes later in the body
+    return start, end, f"$.{key}"
+
+
+def _general_region(body: bytes, keys: tuple[str, ...], context: str) -> tuple[bytes, str]:
+    """The records array of any body, by a full parse of its outer layers: (array, path).
+
+    One C call over the body: only for layouts the plain scan does not recognise.
+    """
+    try:
+        outer = _envelope.decode(body)
+    except msgspec.ValidationError:
+        try:
+            value = _any_value.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise _invalid_json(exc, context, body) from None
+        raise DecodeError(
+            [FieldError("$", f"expected a list or an object, got {_show(value)}")],
+            context=context,
+        ) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise _invalid_json(exc, context, body) from None
+    if isinstance(outer, list):
+        return b"[" + b",".join(bytes(r) for r in outer) + b"]", "$"
+    for key in keys:
+        if key in outer:
+            inner = bytes(outer[key])
+            if inner == b"null":
+                return b"[]", f"$.{key}"
+            if inner.startswith(b"["):
+                return inner, f"$.{key}"
+            try:
+                shown = _show(_any_value.decode(inner))
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                shown = "an unreadable value"
+            raise DecodeError(
+                [FieldError(f"$.{key}", f"expected a list, got {shown}")], context=context
+            )
+    wanted = " or ".join(f'"{k}"' for k in keys)
+    raise DecodeError(
+        [
+            FieldError(
+                "$", f"expected a list or an object with {wanted}, got keys {sorted(outer)[:10]}"
+            )
+        ],
+        context=context,
+    )
+
+
+def _decode_steps(payload: object, kind: _Kind, context: str) -> Steps[list[Any]]:
+    """Decode a body of records as a generator of short steps (see _cooperative)."""
+    body = _as_bytes(payload, context)
+    region = _plain_region(body, kind.keys)
+    if region is None:
+        body, base = _general_region(body, kind.keys, context)
+        start, end = 1, len(body) - 1
+        yield
+    else:
+        start, end, base = region
+    results: list[Any] = []
+    errors: list[FieldError] = []
+    index = 0
+    for a, b in array_pieces(body, start, end):
+        count = yield from _decode_piece(body[a:b], kind, base, index, results, errors)
+        if count is None:
+            # Not whole records after all (a bracket inside a string fooled the cut) or
+            # not JSON: the rest of the array as one piece settles which.
+            count = yield from _decode_piece(body[a:end], kind, base, index, results, errors)
+            if count is None:
+                try:
+                    _raw_list.decode(b"[" + body[a:end] + b"]")
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+                    raise _invalid_json(exc, context, body) from None
+            break
+        index += count
+    if errors:
+        raise DecodeError(errors, context=context)
+    return results
+
+
+def _decode_piece(
+    text: bytes,
+    kind: _Kind,
+    base: str,
+    first: int,
+    results: list[Any],
+    errors: list[FieldError],
+) -> Steps[int | None]:
+    """Decode one piece of whole records into ``results``: how many it held, or ``None``
+    when the piece is not a valid JSON list of values."""
+    piece = b"[" + text + b"]"
+    try:
+        wires = kind.pieces.decode(piece)
+    except (msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        wires = None  # some record needs the validating path
+    except msgspec.DecodeError:
+        return None
+    yield
+    convert = kind.convert
+    if wires is not None:
+        for offset in range(0, len(wires), _CONVERT_BATCH):
+            batch = wires[offset : offset + _CONVERT_BATCH]
+            try:
+                results += [convert(w) for w in batch]
+            except Exception:
+                break  # a value the rules refuse: find it record by record
+            yield
+        else:
+            return len(wires)
+        done = offset
+    else:
+        done = 0
+    try:
+        raws = _raw_list.decode(piece)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    for index in range(done, len(raws)):
+        _decode_one(raws[index], kind, f"{base}[{first + index}]", results, errors)
+        if index % _CONVERT_BATCH == 0:
+            yield
+    return len(raws)
+
+
+def _decode_one(
+    raw: msgspec.Raw, kind: _Kind, path: str, results: list[Any], errors: list[FieldError]
+) -> None:
+    try:
+        results.append(kind.convert(kind.single.decode(raw)))
+        return
+    except Exception:
+        pass
+    try:
+        record = _load_record(bytes(raw))
+    except (ValueError, RecursionError) as exc:
+        errors.append(FieldError(path, f"invalid JSON: {exc}"))
+        return
+    value = kind.validate(record, path, errors)
+    if value is not None:
+        results.append(value)
+
+
+def decode_orders(payload: bytes | str, *, context: str = "") -> list[Order]:
+    """Decode a Get Order (or Create Order) response body into :class:`Order` records.
+
+    Accepts ``{"orders": [...]}``, ``{"data": [...]}`` and a bare ``[...]``. Raises
+    :class:`DecodeError` naming every bad field, and nothing else, whatever the bytes.
+
+    >>> [o.id for o in decode_orders(b'{"orders": [{"id": 111, "total": 47500}]}')]
+    [111]
+    """
+    return run_steps(_decode_steps(payload, _ORDERS, context))
+
+
+def decode_new_orders(payload: bytes | str, *, context: str = "") -> list[NewOrder]:
+    """Decode a Create Order request body (what the sandbox receives)."""
+    return run_steps(_decode_steps(payload, _NEW_ORDERS, context))
+
+
+def decode_status_updates(payload: bytes | str, *, context: str = "") -> list[StatusUpdate]:
+    """Decode an Update Order request body: ``[{"id": 1, "status": "accepted"}, ...]``."""
+    return run_steps(_decode_steps(payload, _STATUS_UPDATES, context))
+
+
 def decode_locations(payload: bytes | str, *, context: str = "") -> list[Location]:
     """Decode a Get Stocks response body into the trees of :class:`Location`.
 
     >>> decode_locations(b'{"locations": [{"location_code": "ID"}]}')[0].location_code
     'ID'
     """
-    records, base = _records(_load(payload, context), ("locations", "data"), context)
-    errors: list[FieldError] = []
-    try:
-        result = [_location(r, f"{base}[{i}]", errors) for i, r in enumerate(records)]
-    except RecursionError:
-        raise DecodeError(
-            [FieldError(base, "location tree nested too deeply")], context=context
-        ) from None
-    if errors:
-        raise DecodeError(errors, context=context)
-    return [loc for loc in result if loc is not None]
+    return run_steps(_decode_steps(payload, _LOCATIONS, context))
+
+
+# The same decoders as generators of steps, for the client and the sandbox to run sliced.
+def orders_steps(payload: bytes, context: str) -> Steps[list[Order]]:
+    return _decode_steps(payload, _ORDERS, context)
+
+
+def new_orders_steps(payload: bytes, context: str) -> Steps[list[NewOrder]]:
+    return _decode_steps(payload, _NEW_ORDERS, context)
+
+
+def status_updates_steps(payload: bytes, context: str) -> Steps[list[StatusUpdate]]:
+    return _decode_steps(payload, _STATUS_UPDATES, context)
+
+
+def locations_steps(payload: bytes, context: str) -> Steps[list[Location]]:
+    return _decode_steps(payload, _LOCATIONS, context)
 
 
 # ---------------------------------------------------------------------------------------
 # Encoding: generated per model, writing JSON text directly so amounts keep their digits.
+# Every value is checked against the same bounds decoding applies.
 # ---------------------------------------------------------------------------------------
 
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _encode_str(value: object, name: str) -> str:
-    if value.__class__ is str or isinstance(value, str):
+    if isinstance(value, str):
+        if _SURROGATE.search(value) is not None:
+            raise EncodeError(
+                f"field {name}: the string holds a lone UTF-16 surrogate, which UTF-8 "
+                "cannot carry (text decoded with errors='surrogateescape'?)"
+            )
         return _json_string(value)
     raise EncodeError(f"field {name}: expected a str, got {type(value).__name__}")
 
 
 def _encode_int(value: object, name: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
-        return int.__repr__(value)
+        if INT_MIN <= value <= INT_MAX:
+            return int.__repr__(value)
+        raise EncodeError(f"field {name}: {_show(value)} does not fit in 64 bits")
     raise EncodeError(f"field {name}: expected an int, got {type(value).__name__}")
 
 
@@ -631,9 +909,18 @@ def _encode_decimal(value: object, name: str) -> str:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise EncodeError(f"field {name}: {value} is not a valid amount")
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if (value and value.adjusted() >= AMOUNT_DIGITS) or exponent < -AMOUNT_DIGITS:
+            raise EncodeError(
+                f"field {name}: amount {_show(value)} is out of range (below 10**{AMOUNT_DIGITS}, "
+                f"at most {AMOUNT_DIGITS} digits after the point)"
+            )
         return format(value, "f")
     if isinstance(value, int) and not isinstance(value, bool):
-        return int.__repr__(value)
+        if -_AMOUNT_LIMIT < value < _AMOUNT_LIMIT:
+            return int.__repr__(value)
+        raise EncodeError(f"field {name}: amount {_show(value)} is out of range")
     raise EncodeError(
         f"field {name}: expected a Decimal, got {type(value).__name__}"
         + (
@@ -653,8 +940,13 @@ def _encode_timestamp(value: object, name: str) -> str:
             f"field {name}: naive datetime {value.isoformat()} refused; "
             "pass an aware one, e.g. datetime(..., tzinfo=UTC)"
         )
-    if offset:
-        value = value.astimezone(UTC)
+    try:
+        if offset:
+            value = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise EncodeError(
+            f"field {name}: {value.isoformat()} is outside the range of UTC datetimes"
+        ) from None
     return '"' + value.replace(tzinfo=None).isoformat() + 'Z"'
 
 
@@ -662,7 +954,8 @@ def _decimal_text(value: object, name: str) -> str:
     """An amount as JSON number text with its exact digits (fast path: plain notation)."""
     if value.__class__ is Decimal:
         text = str(value)
-        if "E" not in text and text[-1].isdigit():
+        # Short plain text is within the bounds: no exponent, at most 24 digits.
+        if len(text) <= 25 and "E" not in text and text[-1].isdigit():
             return text
     return _encode_decimal(value, name)
 
@@ -676,14 +969,29 @@ def _timestamp_text(value: Any, name: str) -> str:
     if value.__class__ is datetime and value.tzinfo is UTC:
         text = _recent_texts.get(value)
         if text is None:
-            if len(_recent_texts) >= _RECENT_STAMPS_MAX:
+            if len(_recent_texts) >= _MEMO_MAX:
                 _recent_texts.clear()
             text = _recent_texts[value] = '"' + value.isoformat()[:-6] + 'Z"'
         return text
     return _encode_timestamp(value, name)
 
 
-def _generate_encoder(cls: type, item_fn: Callable[[Any], str] | None) -> Callable[[Any], str]:
+def _items_text(value: object, name: str, item_cls: type, encode: Callable[[Any], str]) -> str:
+    if not isinstance(value, tuple | list):
+        raise EncodeError(
+            f"field {name}: expected a tuple of {item_cls.__name__}, got {type(value).__name__}"
+        )
+    for index, item in enumerate(value):
+        if not isinstance(item, item_cls):
+            raise EncodeError(
+                f"field {name}[{index}]: expected {item_cls.__name__}, got {type(item).__name__}"
+            )
+    return "[" + ",".join([encode(x) for x in value]) + "]"
+
+
+def _generate_encoder(
+    cls: type, item_cls: type | None, item_fn: Callable[[Any], str] | None
+) -> Callable[[Any], str]:
     """``encode(record) -> str``: one join of literal keys and per-field value texts, the
     common types handled inline (a C call each), anything else through the checked path."""
     fields = _field_kinds(cls)
@@ -708,13 +1016,19 @@ def _generate_encoder(cls: type, item_fn: Callable[[Any], str] | None) -> Callab
         pieces.append(repr(literal))
         literal = ""
         if kind == _STR:
-            pieces.append(f"(js({var}) if {var}.__class__ is str else string({var}, {name!r}))")
+            pieces.append(
+                f"(js({var}) if {var}.__class__ is str and {var}.isascii()"
+                f" else string({var}, {name!r}))"
+            )
         elif kind == _INT:
-            pieces.append(f"(irepr({var}) if {var}.__class__ is int else integer({var}, {name!r}))")
+            pieces.append(
+                f"(irepr({var}) if {var}.__class__ is int and MIN <= {var} <= MAX"
+                f" else integer({var}, {name!r}))"
+            )
         elif kind == _DEC:
             pieces.append(f"decimal({var}, {name!r})")
         else:
-            pieces.append(f"('[' + ','.join([item(x) for x in {var}]) + ']')")
+            pieces.append(f"items({var}, {name!r}, item_cls, item)")
     pieces.append(repr(literal + "}"))
     lines.append("    return ''.join((")
     lines += [f"        {piece}," for piece in pieces if piece != "''"]
@@ -726,18 +1040,22 @@ def _generate_encoder(cls: type, item_fn: Callable[[Any], str] | None) -> Callab
         "integer": _encode_int,
         "decimal": _decimal_text,
         "timestamp": _timestamp_text,
+        "items": _items_text,
         "item": item_fn,
+        "item_cls": item_cls,
+        "MIN": INT_MIN,
+        "MAX": INT_MAX,
     }
     exec(compile("\n".join(lines), f"<connexi_async encoder {cls.__name__}>", "exec"), namespace)
     return namespace["encode"]  # type: ignore[no-any-return]
 
 
 _ENCODE: dict[type, Callable[[Any], str]] = {}
-_ENCODE[LineItem] = _generate_encoder(LineItem, None)
-_ENCODE[NewLineItem] = _generate_encoder(NewLineItem, None)
-_ENCODE[Order] = _generate_encoder(Order, _ENCODE[LineItem])
-_ENCODE[NewOrder] = _generate_encoder(NewOrder, _ENCODE[NewLineItem])
-_ENCODE[StatusUpdate] = _generate_encoder(StatusUpdate, None)
+_ENCODE[LineItem] = _generate_encoder(LineItem, None, None)
+_ENCODE[NewLineItem] = _generate_encoder(NewLineItem, None, None)
+_ENCODE[Order] = _generate_encoder(Order, LineItem, _ENCODE[LineItem])
+_ENCODE[NewOrder] = _generate_encoder(NewOrder, NewLineItem, _ENCODE[NewLineItem])
+_ENCODE[StatusUpdate] = _generate_encoder(StatusUpdate, None, None)
 
 _CHILD_KEYS = ("provinces", "cities", "districts")
 
@@ -756,15 +1074,65 @@ def _encode_location(loc: Location, out: Callable[[str], None], depth: int) -> N
     out("}")
 
 
-def _encode_list(records: Iterable[Any], cls: type, envelope: str | None) -> bytes:
+def _location_text(location: Location) -> str:
+    parts: list[str] = []
+    _encode_location(location, parts.append, 0)
+    return "".join(parts)
+
+
+_ENCODE[Location] = _location_text
+_ENCODE_BATCH = 64  # records encoded between two yields (~0.5 ms)
+
+
+def _encode_steps(
+    records: Iterable[Any], cls: type, envelope: str | None, *, chunked: bool = False
+) -> Steps[list[bytes]]:
+    """Encode records as a generator of short steps; the result is the body's parts
+    (one part, or with ``chunked`` one per batch, for a response written as it goes)."""
     encode = _ENCODE[cls]
-    texts = []
-    for index, record in enumerate(records):
-        if record.__class__ is not cls and not isinstance(record, cls):
-            raise EncodeError(f"item {index}: expected {cls.__name__}, got {type(record).__name__}")
-        texts.append(encode(record))
-    body = "[" + ",".join(texts) + "]"
-    return (body if envelope is None else f'{{"{envelope}":{body}}}').encode()
+    opening = "[" if envelope is None else f'{{"{envelope}":['
+    closing = "]" if envelope is None else "]}"
+    parts: list[bytes] = []
+    texts: list[str] = [opening]
+    count = 0
+    iterator = iter(records)
+    while True:
+        batch = [r for _, r in zip(range(_ENCODE_BATCH), iterator, strict=False)]
+        for offset, record in enumerate(batch):
+            if record.__class__ is not cls and not isinstance(record, cls):
+                raise EncodeError(
+                    f"item {count + offset}: expected {cls.__name__}, got {type(record).__name__}"
+                )
+            try:
+                texts.append(("," if count + offset else "") + encode(record))
+            except EncodeError as exc:
+                raise EncodeError(f"item {count + offset}: {exc}") from None
+        count += len(batch)
+        if len(batch) < _ENCODE_BATCH:
+            break
+        if chunked:
+            parts.append("".join(texts).encode())
+            texts = []
+        yield
+    texts.append(closing)
+    parts.append("".join(texts).encode())
+    return parts if chunked else [b"".join(parts)]
+
+
+def orders_body_steps(orders: Iterable[Order], *, chunked: bool = False) -> Steps[list[bytes]]:
+    return _encode_steps(orders, Order, "orders", chunked=chunked)
+
+
+def new_orders_body_steps(orders: Iterable[NewOrder]) -> Steps[list[bytes]]:
+    return _encode_steps(orders, NewOrder, "orders")
+
+
+def status_updates_body_steps(updates: Iterable[StatusUpdate]) -> Steps[list[bytes]]:
+    return _encode_steps(updates, StatusUpdate, None)
+
+
+def locations_body_steps(locations: Iterable[Location]) -> Steps[list[bytes]]:
+    return _encode_steps(locations, Location, "locations")
 
 
 def encode_orders(orders: Iterable[Order]) -> bytes:
@@ -773,7 +1141,7 @@ def encode_orders(orders: Iterable[Order]) -> bytes:
     Timestamps are RFC 3339 UTC with ``Z`` (unset ones left out), amounts are JSON
     numbers with their exact decimal digits.
     """
-    return _encode_list(orders, Order, "orders")
+    return run_steps(orders_body_steps(orders))[0]
 
 
 def encode_new_orders(orders: Iterable[NewOrder]) -> bytes:
@@ -782,30 +1150,22 @@ def encode_new_orders(orders: Iterable[NewOrder]) -> bytes:
     >>> encode_new_orders([NewOrder(remote_order_id="1", total=Decimal("0.10"))])[:40]
     b'{"orders":[{"order_number":"","customer_'
     """
-    return _encode_list(orders, NewOrder, "orders")
+    return run_steps(new_orders_body_steps(orders))[0]
 
 
 def encode_status_updates(updates: Iterable[StatusUpdate]) -> bytes:
     """The Update Order request body: ``[{"id": 111, "status": "accepted"}]``."""
-    return _encode_list(updates, StatusUpdate, None)
+    return run_steps(status_updates_body_steps(updates))[0]
 
 
 def encode_locations(locations: Iterable[Location]) -> bytes:
     """The Get Stocks response body: ``{"locations": [...]}``."""
-    parts: list[str] = ['{"locations":[']
-    for index, loc in enumerate(locations):
-        if index:
-            parts.append(",")
-        _encode_location(loc, parts.append, 0)
-    parts.append("]}")
-    return "".join(parts).encode()
+    return run_steps(locations_body_steps(locations))[0]
 
 
 def encode_record(record: Order | NewOrder | Location | StatusUpdate) -> str:
     """One record as compact JSON text (a JSON Lines line, without the newline)."""
-    parts: list[str] = []
-    if isinstance(record, Location):
-        _encode_location(record, parts.append, 0)
-    else:
-        return _ENCODE[type(record)](record)
-    return "".join(parts)
+    encode = _ENCODE.get(type(record))
+    if encode is None:
+        raise EncodeError(f"expected a model, got {type(record).__name__}")
+    return encode(record)

@@ -37,10 +37,11 @@ timestamps = st.one_of(
     st.none(),
     st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=offsets),
 )
+# Within the documented bounds: below 10**30, at most 30 digits after the point, 64 bits.
 amounts = st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
-    lambda d: abs(d.adjusted()) < 30
+    lambda d: d.adjusted() < 30 and d.as_tuple().exponent >= -30  # type: ignore[operator]
 )
-ints = st.integers(min_value=-(2**63), max_value=2**63)
+ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 texts = st.text(max_size=20)
 
 _BY_TYPE: dict[Any, st.SearchStrategy[Any]] = {
