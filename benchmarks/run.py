@@ -52,6 +52,7 @@ class Server:
     def __init__(self, orders: int, **flags: object) -> None:
         args = [sys.executable, "-m", "connexi_async.sandbox", "--port", "0"]
         args += ["--orders", str(orders), "--days", str(DAYS), "--seed", "7"]
+        args += ["--cache-mb", "1024"]  # every window encoded once, then served from memory
         for name, value in flags.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         self.process = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -12,17 +13,32 @@ from typing import TypeVar
 import aiohttp
 from yarl import URL
 
-from ._convert import decode_locations, decode_orders, encode_new_orders, encode_status_updates
-from ._errors import ConfigurationError, DecodeError, format_instant
-from ._models import Location, NewOrder, Order, StatusUpdate
+from ._convert import (
+    locations_steps,
+    new_orders_body_steps,
+    orders_steps,
+    status_updates_body_steps,
+)
+from ._cooperative import run_sliced
+from ._errors import ConfigurationError, DecodeError, EncodeError, format_instant
+from ._models import Location, NewOrder, Order, OrderStatus, StatusUpdate
 from ._retry import RetryPolicy
 from ._stream import Fetch, RecordStream
-from ._transport import DEFAULTS, Timeouts, Transport
+from ._transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULTS,
+    Timeouts,
+    Transport,
+    check_count,
+    check_seconds,
+)
 from ._windows import Window, plan_windows, whole_second
 
 __all__ = ["DEFAULT_BASE_URL", "ConnexiClient"]
 
 DEFAULT_BASE_URL = "https://api2.connexi.id"
+# Orders in one Create Order POST: a real server answered 413 to 200,000.
+DEFAULT_MAX_BATCH = 1_000
 T = TypeVar("T")
 logger = logging.getLogger("connexi_async")
 
@@ -47,6 +63,13 @@ class ConnexiClient:
       ``max_retry_after`` (60 s): see the README's section on retries.
     * ``max_connections`` (32): the pool of our own session.
     * ``requests_per_second``: an optional client-side limit shared by every request.
+    * ``max_response_bytes`` (256 MiB): a body growing past it (decompressed) raises
+      :class:`ResponseTooLargeError`; ask for narrower windows.
+    * ``max_batch`` (1,000): the most orders one POST carries; ``create_orders`` refuses
+      more, ``update_order_statuses`` sends several PATCHes.
+
+    Timeouts and ``max_retry_after`` may be ``math.inf`` (no limit); every other number
+    must be positive and finite, and a bad option is a :class:`ConfigurationError`.
     """
 
     def __init__(
@@ -66,37 +89,36 @@ class ConnexiClient:
         max_connections: int = 32,
         requests_per_second: float | None = None,
         allow_insecure_http: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_batch: int = DEFAULT_MAX_BATCH,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         random: Callable[[], float] | None = None,
         wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("read_timeout", read_timeout),
-            ("timeout", timeout),
-        ):
-            if value <= 0:
-                raise ConfigurationError(f"{name} must be positive, got {value}")
-        try:
-            retry = RetryPolicy(
-                max_attempts=max_attempts,
-                backoff_base=backoff_base,
-                backoff_max=backoff_max,
-                max_retry_after=max_retry_after,
-            )
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        timeouts = Timeouts(
+            connect=check_seconds("connect_timeout", connect_timeout, allow_inf=True),
+            read=check_seconds("read_timeout", read_timeout, allow_inf=True),
+            total=check_seconds("timeout", timeout, allow_inf=True),
+        )
+        retry = RetryPolicy(
+            max_attempts=check_count("max_attempts", max_attempts, high=100),
+            backoff_base=check_seconds("backoff_base", backoff_base),
+            backoff_max=check_seconds("backoff_max", backoff_max),
+            max_retry_after=check_seconds("max_retry_after", max_retry_after, allow_inf=True),
+        )
+        self.max_batch = check_count("max_batch", max_batch, high=1_000_000)
         self._transport = Transport(
             api_key=api_key,
             api_secret=api_secret,
             base_url=base_url,
             session=session,
-            timeouts=Timeouts(connect=connect_timeout, read=read_timeout, total=timeout),
+            timeouts=timeouts,
             retry=retry,
             max_connections=max_connections,
             requests_per_second=requests_per_second,
             allow_insecure_http=allow_insecure_http,
+            max_response_bytes=check_count("max_response_bytes", max_response_bytes, high=2**40),
             clock=clock or DEFAULTS["clock"],  # type: ignore[arg-type]
             sleep=sleep or DEFAULTS["sleep"],  # type: ignore[arg-type]
             random=random or DEFAULTS["random"],  # type: ignore[arg-type]
@@ -154,34 +176,66 @@ class ConnexiClient:
 
         Never sent twice on our own: after a failure that may have reached the server,
         :class:`OutcomeUnknownError` says so. A 2xx with an empty or unreadable body
-        returns ``[]`` (the orders were created; the body only echoes them).
+        returns ``[]`` (the orders were created; the body only echoes them). No orders,
+        no request. More than ``max_batch`` orders is an :class:`EncodeError`: send
+        them in batches, each with its own outcome.
+
+        If *you* cancel the call (``asyncio.timeout``, ``task.cancel()``) after the POST
+        went out, the orders may still be created: the cancellation is logged at WARNING
+        and, as with :class:`OutcomeUnknownError`, look them up before sending again.
         """
-        body = encode_new_orders(list(orders))
-        response = await self._transport.request("POST", "/v1/order", body=body)
-        return self._lenient_orders(response.body, "POST /v1/order")
+        items = _records_of(orders, NewOrder, "orders")
+        if not items:
+            return []
+        if len(items) > self.max_batch:
+            raise EncodeError(
+                f"{len(items):,} orders in one create_orders call, more than "
+                f"max_batch={self.max_batch:,}: send them in batches of at most "
+                f"{self.max_batch:,} (each POST has its own outcome, so catch "
+                "OutcomeUnknownError per batch), or raise max_batch if your server takes more"
+            )
+        (body,) = await run_sliced(new_orders_body_steps(items))
+        try:
+            response = await self._transport.request("POST", "/v1/order", body=body)
+        except asyncio.CancelledError:
+            logger.warning(
+                "create_orders was cancelled while its POST of %d orders was under way: "
+                "the server may have received it and created them; look for their "
+                "remote_order_id values before sending them again",
+                len(items),
+            )
+            raise
+        return await self._lenient_orders(response.body, "POST /v1/order")
 
     async def update_order_statuses(
         self, updates: Iterable[StatusUpdate | tuple[int, str]]
     ) -> list[Order]:
         """Set order statuses (PATCH /v1/order); retried safely, setting a status is idempotent.
 
+        More than ``max_batch`` updates go out as several PATCHes. An empty status is an
+        :class:`EncodeError`; a status the API does not document is sent (new ones
+        appear) and logged at WARNING.
+
         >>> await client.update_order_statuses([StatusUpdate(id=111, status="accepted")])
         """
-        items = [
-            u if isinstance(u, StatusUpdate) else StatusUpdate(id=u[0], status=u[1])
-            for u in updates
-        ]
-        response = await self._transport.request(
-            "PATCH", "/v1/order", body=encode_status_updates(items)
-        )
-        return self._lenient_orders(response.body, "PATCH /v1/order")
+        items = [_status_update(u, index) for index, u in enumerate(_iterable(updates, "updates"))]
+        if not items:
+            return []
+        changed: list[Order] = []
+        for first in range(0, len(items), self.max_batch):
+            (body,) = await run_sliced(
+                status_updates_body_steps(items[first : first + self.max_batch])
+            )
+            response = await self._transport.request("PATCH", "/v1/order", body=body)
+            changed += await self._lenient_orders(response.body, "PATCH /v1/order")
+        return changed
 
     @staticmethod
-    def _lenient_orders(body: bytes, context: str) -> list[Order]:
+    async def _lenient_orders(body: bytes, context: str) -> list[Order]:
         if not body.strip():
             return []
         try:
-            return decode_orders(body, context=context)
+            return await run_sliced(orders_steps(body, context))
         except DecodeError as exc:
             # The write happened: never raise (a caller would retry and duplicate it). The
             # log names where the body was unreadable, never its values (customer data).
@@ -198,8 +252,7 @@ class ConnexiClient:
 
         One request, no splitting and no de-duplication: see :meth:`orders` for periods.
         """
-        window = Window(whole_second(start, "start"), whole_second(end, "end"))
-        records, _, _ = await self._fetch_orders_window(window)
+        records, _, _ = await self._fetch_orders_window(_one_window(start, end))
         return records
 
     async def fetch_locations(
@@ -210,21 +263,22 @@ class ConnexiClient:
             raise ConfigurationError("pass both start and end, or neither")
         if start is None or end is None:
             response = await self._transport.request("GET", "/v1/product/stocks")
-            return decode_locations(response.body, context="GET /v1/product/stocks")
-        window = Window(whole_second(start, "start"), whole_second(end, "end"))
-        records, _, _ = await self._fetch_locations_window(window)
+            return await run_sliced(locations_steps(response.body, "GET /v1/product/stocks"))
+        records, _, _ = await self._fetch_locations_window(_one_window(start, end))
         return records
 
     async def _fetch_orders_window(self, window: Window) -> tuple[list[Order], int, int]:
         params = {"start": format_instant(window.start), "end": format_instant(window.end)}
         response = await self._transport.request("GET", "/v1/order", params=params)
-        orders = decode_orders(response.body, context=f"GET /v1/order {window}")
+        orders = await run_sliced(orders_steps(response.body, f"GET /v1/order {window}"))
         return orders, len(response.body), response.attempts
 
     async def _fetch_locations_window(self, window: Window) -> tuple[list[Location], int, int]:
         params = {"start": format_instant(window.start), "end": format_instant(window.end)}
         response = await self._transport.request("GET", "/v1/product/stocks", params=params)
-        locations = decode_locations(response.body, context=f"GET /v1/product/stocks {window}")
+        locations = await run_sliced(
+            locations_steps(response.body, f"GET /v1/product/stocks {window}")
+        )
         return locations, len(response.body), response.attempts
 
     # -- streams ---------------------------------------------------------------------
@@ -258,8 +312,8 @@ class ConnexiClient:
         ...     async for order in stream:
         ...         ...
         """
-        if page_cap is not None and page_cap < 1:
-            raise ConfigurationError(f"page_cap must be at least 1, got {page_cap}")
+        if page_cap is not None:
+            check_count("page_cap", page_cap, high=10_000_000)
         return self._windowed(
             self._fetch_orders_window,
             _order_id,
@@ -293,7 +347,7 @@ class ConnexiClient:
                 response = await self._transport.request("GET", "/v1/product/stocks")
                 body = response.body
                 return (
-                    decode_locations(body, context="GET /v1/product/stocks"),
+                    await run_sliced(locations_steps(body, "GET /v1/product/stocks")),
                     len(body),
                     response.attempts,
                 )
@@ -349,3 +403,54 @@ def _order_id(order: Order) -> int:
 
 def _identity(location: Location) -> Location:
     return location
+
+
+def _iterable(values: object, name: str) -> Iterable[object]:
+    if values is None or isinstance(values, str | bytes | dict) or not hasattr(values, "__iter__"):
+        raise EncodeError(f"{name} must be a list of records, got {type(values).__name__}")
+    return values
+
+
+def _records_of(values: object, cls: type[T], name: str) -> list[T]:
+    """The records to send as a list, each of the right model (checked before sending)."""
+    items = list(_iterable(values, name))
+    for index, item in enumerate(items):
+        if not isinstance(item, cls):
+            raise EncodeError(
+                f"{name}[{index}]: expected {cls.__name__}, got {type(item).__name__}"
+                + (f" (build it with {cls.__name__}(**...))" if isinstance(item, dict) else "")
+            )
+    return items  # type: ignore[return-value]
+
+
+_KNOWN_STATUSES = frozenset({*(s.value for s in OrderStatus), "canceled"})
+
+
+def _status_update(value: object, index: int) -> StatusUpdate:
+    if isinstance(value, StatusUpdate):
+        update = value
+    elif isinstance(value, tuple | list) and len(value) == 2:
+        update = StatusUpdate(id=value[0], status=value[1])
+    else:
+        raise EncodeError(
+            f"updates[{index}]: expected a StatusUpdate or an (id, status) pair, got {value!r:.60}"
+        )
+    if not isinstance(update.status, str) or not update.status.strip():
+        raise EncodeError(f"updates[{index}]: the status must be a non-empty string")
+    if update.status.strip().lower() not in _KNOWN_STATUSES:
+        logger.warning(
+            "updates[%d]: %r is not a status the API documents; sending it as it is",
+            index,
+            update.status,
+        )
+    return update
+
+
+def _one_window(start: datetime, end: datetime) -> Window:
+    window = Window(whole_second(start, "start"), whole_second(end, "end"))
+    if window.start >= window.end:
+        raise ConfigurationError(
+            f"start ({format_instant(window.start)}) must be before end "
+            f"({format_instant(window.end)}), at least a second apart"
+        )
+    return window

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import partial
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Optional, TypeVar
 
 import attrs
 import cattrs
@@ -169,7 +169,7 @@ def _to_str(value: Any) -> str:
         if _SURROGATE.search(value) is not None:
             # Not text: UTF-8 cannot carry it, so nothing downstream could write it.
             raise ValueError(f"a string with a lone UTF-16 surrogate: {_show(value)}")
-        return value  # type: ignore[no-any-return]
+        return value
     if value is None:
         return ""
     if value.__class__ is int or value.__class__ is Decimal:
@@ -229,8 +229,8 @@ def _to_decimal(value: Any) -> Decimal:
         return _ZERO
     if cls is str and len(value) <= _LONGEST_NUMBER_TEXT and _NUMERIC_TEXT.fullmatch(value):
         amount = _bounded_decimal(value)
-        if amount.__class__ is Decimal:
-            return amount  # type: ignore[return-value]
+        if isinstance(amount, Decimal):
+            return amount
         raise ValueError(f"amount {_show(value)} is out of range")
     if cls is _OutOfRange:
         raise _out_of_range(value, "an amount")
@@ -340,7 +340,7 @@ def _wire_struct(cls: type, item_wire: type | None) -> type[msgspec.Struct]:
             spec, default = str | None, None
         else:
             spec, default = list[item_wire] | None, None  # type: ignore[valid-type]
-            fields.append(("line_item", item_wire | None, None))
+            fields.append(("line_item", Optional[item_wire], None))  # noqa: UP045
         fields.append((name, spec, msgspec.NODEFAULT if required else default))
         if name == "updated_at":  # one revision of the API spells it update_at
             fields.append(("update_at", str | None, None))
@@ -681,7 +681,7 @@ def _plain_region(body: bytes, keys: tuple[str, ...]) -> tuple[int, int, str] | 
         return None
     start, end, key, envelope = found
     try:
-        outer = _any_value.decode(envelope)
+        outer: Any = _any_value.decode(envelope)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     if key is None:

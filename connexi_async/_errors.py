@@ -27,6 +27,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RedirectError",
+    "ResponseTooLargeError",
     "ServerError",
     "TransportError",
     "WindowError",
@@ -35,7 +36,23 @@ __all__ = [
 
 
 class ConnexiError(Exception):
-    """The base of every error raised by connexi-async."""
+    """The base of every error raised by connexi-async.
+
+    Every one survives ``pickle`` (errors cross process boundaries in task queues): it
+    comes back as the same class, with the same message and attributes.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(
+    cls: type[ConnexiError], args: tuple[object, ...], state: dict[str, object]
+) -> ConnexiError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(ConnexiError, ValueError):
@@ -154,6 +171,11 @@ class TransportError(ConnexiError):
         self.method = method
         self.path = path
         super().__init__(message)
+
+
+class ResponseTooLargeError(TransportError):
+    """The response body grew past ``max_response_bytes``. Not retried: the same request
+    would bring the same body. Ask for less at a time (a narrower window)."""
 
 
 class OutcomeUnknownError(ConnexiError):

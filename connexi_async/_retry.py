@@ -6,6 +6,7 @@ source, so every rule is tested exhaustively without I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -20,6 +21,9 @@ __all__ = [
     "may_retry_transport",
     "parse_retry_after",
 ]
+
+_DELAY_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+_LONGEST_WAIT = 1e12  # seconds: any longer ask is the same "too long"
 
 # 429 (rate limited), 500, 502, 503 and 504: the statuses a later attempt may fix.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -75,20 +79,22 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     >>> parse_retry_after("Wed, 01 Jan 2020 00:00:30 GMT", datetime(2020, 1, 1, tzinfo=UTC))
     30.0
     """
-    if value is None:
+    if not isinstance(value, str) or len(value) > 100:
         return None
     text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(int(text))
+    if _DELAY_SECONDS.fullmatch(text):
+        # A wait of more than a few decades is "too long" all the same: no int() of
+        # thousands of digits, no float overflow.
+        return float(int(text)) if len(text) <= 12 else _LONGEST_WAIT
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - now).total_seconds())
+    except Exception:
+        # email.utils raises whatever its parsing meets (TypeError, ValueError,
+        # IndexError, OverflowError...): for a header, all of it means "no usable value".
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def may_retry_status(method: str, status: int) -> bool:

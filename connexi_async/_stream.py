@@ -9,6 +9,7 @@ place a boundary order can appear twice), so memory does not grow with the perio
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
 from datetime import datetime
 from types import TracebackType
@@ -16,12 +17,14 @@ from typing import Generic, TypeVar
 
 import attrs
 
+from ._cooperative import SLICE_SECONDS
 from ._errors import ConnexiError, WindowError, WindowTooDenseError
 from ._windows import Window, split_window
 
 __all__ = ["RecordStream", "StreamStats"]
 
 T = TypeVar("T")
+_clock = time.perf_counter
 
 # What fetching one window gives: the records, the bytes read, the attempts made.
 Fetch = Callable[[Window], Awaitable[tuple[list[T], int, int]]]
@@ -208,9 +211,16 @@ class RecordStream(Generic[T]):
                         del seen[j]
                 self.stats.windows_done += 1
                 del task
-                for record in records:
+                # Records go out without a suspension in between, so a consumer's per-record
+                # work would hold the loop for the whole window: every few dozen records,
+                # if a slice has passed, the loop gets a turn.
+                slice_started = _clock()
+                for count, record in enumerate(records, 1):
                     self.stats.records_yielded += 1
                     yield record
+                    if not count & 31 and _clock() - slice_started >= SLICE_SECONDS:
+                        await asyncio.sleep(0)
+                        slice_started = _clock()
                 # The consumer asked for more after this window's last record: it is done.
                 finished_ends[index] = window.end
                 while prefix in finished_ends:

@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +35,7 @@ from ._errors import (
     PermissionDeniedError,
     RateLimitError,
     RedirectError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
 )
@@ -49,6 +51,9 @@ logger = logging.getLogger("connexi_async")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+# The densest window we support (a day of a very busy seller, ~100k orders) with room.
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -97,6 +102,25 @@ def check_credential(name: str, value: object) -> str:
     return value
 
 
+def check_seconds(name: str, value: object, *, allow_inf: bool = False) -> float:
+    """A positive number of seconds; ``inf`` only where it means "no limit"."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):
+        limit = "positive" if allow_inf else "positive and finite"
+        raise ConfigurationError(f"{name} must be {limit}, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: object, *, low: int = 1, high: int = 2**31) -> int:
+    """A whole number in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be a whole number, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be from {low:,} to {high:,}, got {value:,}")
+    return value
+
+
 def _is_loopback(host: str) -> bool:
     if host in _LOOPBACK_NAMES:
         return True
@@ -106,7 +130,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_base_url(base_url: str | URL, *, allow_insecure_http: bool) -> URL:
-    url = URL(base_url)
+    if not isinstance(base_url, str | URL):
+        raise ConfigurationError(
+            f"base_url must be a str or yarl.URL such as https://api2.connexi.id, "
+            f"got {type(base_url).__name__}"
+        )
+    try:
+        url = URL(base_url)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"base_url is not a URL: {exc}") from None
     if url.scheme not in ("https", "http") or not url.host:
         raise ConfigurationError(
             f"base_url must be an http(s) URL such as https://api2.connexi.id, got {str(url)!r}"
@@ -124,12 +156,21 @@ def check_base_url(base_url: str | URL, *, allow_insecure_http: bool) -> URL:
 
 
 class _Failure(Exception):
-    """One failed attempt below HTTP. ``sent``: the request may have reached the server."""
+    """One failed attempt below HTTP. ``sent``: the request may have reached the server;
+    ``error``: the TransportError subclass to raise when it is final."""
 
-    def __init__(self, description: str, *, sent: bool, retryable: bool = True) -> None:
+    def __init__(
+        self,
+        description: str,
+        *,
+        sent: bool,
+        retryable: bool = True,
+        error: type[TransportError] = TransportError,
+    ) -> None:
         super().__init__(description)
         self.sent = sent
         self.retryable = retryable
+        self.error = error
 
 
 def _describe(exc: BaseException) -> tuple[str, bool, bool]:
@@ -232,6 +273,7 @@ class Transport:
         max_connections: int,
         requests_per_second: float | None,
         allow_insecure_http: bool,
+        max_response_bytes: int = 0,
         clock: Clock,
         sleep: Sleep,
         random: Callable[[], float],
@@ -240,12 +282,12 @@ class Transport:
         self._api_key = check_credential("api_key", api_key)
         self._api_secret = _Secret(check_credential("api_secret", api_secret))
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
-        if max_connections < 1:
-            raise ConfigurationError(f"max_connections must be at least 1, got {max_connections}")
-        if requests_per_second is not None and requests_per_second <= 0:
-            raise ConfigurationError(
-                f"requests_per_second must be positive, got {requests_per_second}"
-            )
+        check_count("max_connections", max_connections, high=100_000)
+        if requests_per_second is not None:
+            check_seconds("requests_per_second", requests_per_second)
+        self.max_response_bytes = check_count(
+            "max_response_bytes", max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES, high=2**40
+        )
         self.timeouts = timeouts
         self.retry = retry
         self.max_connections = max_connections
@@ -260,7 +302,10 @@ class Transport:
         self._paused_until = 0.0  # a 429 pauses every request of this transport
         self._next_slot = 0.0  # the client-side rate limit's next free start time
         self._aiohttp_timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read
+            total=None,
+            connect=None,
+            sock_connect=_limit(timeouts.connect),
+            sock_read=_limit(timeouts.read),
         )
 
     def __repr__(self) -> str:
@@ -325,23 +370,25 @@ class Transport:
         body: bytes | None = None,
     ) -> Response:
         """Send with retries; return a 2xx response or raise a :class:`ConnexiError`."""
-        deadline = asyncio.timeout(self.timeouts.total)
+        deadline = asyncio.timeout(_limit(self.timeouts.total))
         try:
             async with deadline:
                 return await self._request(method, path, params, body)
-        except TimeoutError as exc:
+        except TimeoutError:
             if not deadline.expired():
                 raise  # pragma: no cover - aiohttp's own timeouts are caught inside
-            if method == "POST":
-                raise _outcome_unknown(
-                    path, f"did not finish within the {self.timeouts.total:g} s deadline"
-                ) from exc
-            raise TransportError(
-                f"{method} {path} did not finish within the {self.timeouts.total:g} s deadline "
-                "(retries included); raise timeout= or try later",
-                method=method,
-                path=path,
-            ) from None
+        # Raised outside the except block: nothing of aiohttp's (whose frames hold the
+        # request headers) stays reachable through __context__.
+        if method == "POST":
+            raise _outcome_unknown(
+                path, f"did not finish within the {self.timeouts.total:g} s deadline"
+            )
+        raise TransportError(
+            f"{method} {path} did not finish within the {self.timeouts.total:g} s deadline "
+            "(retries included); raise timeout= or try later",
+            method=method,
+            path=path,
+        )
 
     async def _request(
         self,
@@ -351,7 +398,9 @@ class Transport:
         body: bytes | None,
     ) -> Response:
         url = self.url(path)
-        headers = {"api_key": self._api_key, "api_secret": str(self._api_secret)}
+        # The secret stays a _Secret (a str whose repr is '***') all the way to aiohttp, so
+        # no frame's locals show it (pytest -l, Sentry, rich tracebacks).
+        headers: dict[str, str] = {"api_key": self._api_key, "api_secret": self._api_secret}
         if body is not None:
             headers["Content-Type"] = "application/json"
         attempt = 0
@@ -359,11 +408,14 @@ class Transport:
             attempt += 1
             await self._wait_turn()
             started = self._clock()
+            failure: _Failure | None = None
             try:
                 status, data, response_headers = await self._send(
                     method, url, params, body, headers
                 )
-            except _Failure as failure:
+            except _Failure as caught:
+                failure = caught
+            if failure is not None:
                 elapsed = (self._clock() - started) * 1000
                 can_retry = failure.retryable and may_retry_transport(method, sent=failure.sent)
                 logger.warning(
@@ -380,7 +432,7 @@ class Transport:
                     ) from failure.__cause__
                 if not can_retry or attempt >= self.retry.max_attempts:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
-                    raise TransportError(
+                    raise failure.error(
                         f"{method} {path} failed{tries}: {failure}", method=method, path=path
                     ) from failure.__cause__
                 await self._sleep(backoff_delay(attempt, self.retry, self._random))
@@ -450,7 +502,7 @@ class Transport:
                 raise_for_status=False,
                 timeout=self._aiohttp_timeout,
             ) as response:
-                data = await response.read()
+                data = await self._read_body(response)
                 # Only what the retry logic and the errors need; never request_info.
                 kept = {k: v for k in ("Retry-After", "Location") if (v := response.headers.get(k))}
                 return response.status, data, kept
@@ -459,7 +511,39 @@ class Transport:
             failure = _Failure(description, sent=sent, retryable=retryable)
             # The cause kept for debugging is stripped of request_info (headers!).
             failure.__cause__ = _scrub(exc)
-            raise failure from None
+        # Raised here, outside the except block, so aiohttp's exception is not its context.
+        raise failure
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, decompressed, counted chunk by chunk against the limit."""
+        limit = self.max_response_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit and "Content-Encoding" not in response.headers:
+            raise self._too_large(declared)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, size: int) -> _Failure:
+        # Not retried: the same request would bring the same body.
+        return _Failure(
+            f"the response body exceeded max_response_bytes={self.max_response_bytes:,} "
+            f"({size:,} bytes or more); ask for less at a time (a narrower window=) or "
+            "raise max_response_bytes",
+            sent=True,
+            retryable=False,
+            error=ResponseTooLargeError,
+        )
+
+
+def _limit(seconds: float) -> float | None:
+    """``inf`` (no limit) as asyncio and aiohttp spell it."""
+    return None if math.isinf(seconds) else seconds
 
 
 def _outcome_unknown(path: str, what: str) -> OutcomeUnknownError:

@@ -43,7 +43,12 @@ def whole_second(value: datetime, name: str) -> datetime:
             f"{name}={value.isoformat()} has no time zone; pass an aware datetime such as "
             "datetime(2026, 11, 1, tzinfo=UTC) (times are not guessed)"
         )
-    return value.astimezone(UTC).replace(microsecond=0)
+    try:
+        return value.astimezone(UTC).replace(microsecond=0)
+    except OverflowError:
+        raise ConfigurationError(
+            f"{name}={value.isoformat()} is outside the range of UTC datetimes"
+        ) from None
 
 
 def plan_windows(
@@ -82,7 +87,7 @@ def plan_windows(
     def windows() -> Iterator[Window]:
         low = start
         while low < end:
-            high = min(low + width, end)
+            high = low + width if end - low > width else end  # never past datetime.max
             yield Window(low, high)
             low = high
 

@@ -129,11 +129,11 @@ async def test_window_still_full_at_one_second_is_an_error() -> None:
 
 async def test_fault_rate_gives_the_fault_free_result() -> None:
     since, until = OCT1, OCT1 + timedelta(days=10)
-    async with Sandbox(orders=3_000, days=10, stall_seconds=0.3) as sandbox:
+    async with Sandbox(orders=3_000, days=10, stall_seconds=0.6) as sandbox:
         async with client_for(sandbox) as client:
             clean = [o async for o in client.orders(since, until, window=timedelta(hours=12))]
         sandbox.faults.rate("GET", 0.1, kinds=RETRYABLE_FAULTS, seed=42)
-        async with client_for(sandbox, read_timeout=0.1, max_attempts=8) as client:
+        async with client_for(sandbox, read_timeout=0.2, max_attempts=8) as client:
             stream = client.orders(since, until, window=timedelta(hours=12), ordered=False)
             faulty = await collect(stream)
         assert sorted(faulty, key=lambda o: o.id) == sorted(clean, key=lambda o: o.id)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from ._app import DEFAULT_CACHE_BYTES
 from ._faults import RETRYABLE_FAULTS, FaultKind
 from ._server import Sandbox
 
@@ -44,6 +45,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--stall-seconds", type=float, default=10.0)
     parser.add_argument("--retry-after", type=int, default=0, help="seconds in Retry-After")
+    parser.add_argument(
+        "--cache-mb",
+        type=int,
+        default=DEFAULT_CACHE_BYTES // 2**20,
+        help="MiB of encoded window bodies kept for repeated reads (default: %(default)s)",
+    )
     return parser
 
 
@@ -57,6 +64,7 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         latency_ms=args.latency_ms,
         stall_seconds=args.stall_seconds,
         retry_after=args.retry_after,
+        cache_bytes=args.cache_mb * 2**20,
         host=args.host,
         port=args.port,
     )

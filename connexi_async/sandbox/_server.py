@@ -9,7 +9,7 @@ from typing import TypedDict
 from aiohttp import web
 from yarl import URL
 
-from ._app import SandboxState, build_app
+from ._app import DEFAULT_CACHE_BYTES, SandboxState, build_app
 from ._data import DataConfig, Dataset
 from ._faults import Faults, Recorder
 
@@ -37,7 +37,8 @@ class Sandbox:
     ``credentials`` holds ``api_key``, ``api_secret`` and ``base_url`` for the client.
     ``faults`` makes it misbehave (:class:`Faults`), ``recorder`` tells what it received,
     and ``latency_ms``, ``cap``, ``stall_seconds``, ``retry_after`` may be changed while
-    it runs.
+    it runs. ``cache_bytes`` (64 MiB) bounds the encoded window bodies kept for repeated
+    reads.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Sandbox:
         stall_seconds: float = 10.0,
         retry_after: int = 0,
         redirect_to: str | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str = DEFAULT_API_KEY,
@@ -76,6 +78,7 @@ class Sandbox:
             stall_seconds=stall_seconds,
             retry_after=retry_after,
             redirect_to=redirect_to,
+            cache_bytes=cache_bytes,
         )
         self._host = host
         self._port = port
