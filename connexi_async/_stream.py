@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 import attrs
 
-from ._cooperative import SLICE_SECONDS
+from ._cooperative import SLICE_SECONDS, Steps, run_sliced
 from ._errors import ConnexiError, WindowError, WindowTooDenseError
 from ._windows import Window, split_window
 
@@ -26,8 +26,15 @@ __all__ = ["RecordStream", "StreamStats"]
 T = TypeVar("T")
 _clock = time.perf_counter
 
-# What fetching one window gives: the records, the bytes read, the attempts made.
-Fetch = Callable[[Window], Awaitable[tuple[list[T], int, int]]]
+R = TypeVar("R")
+# A window's records: decoded, or the decoder's steps still to run (see _cooperative).
+Records = list[T] | Steps[list[T]]
+# What fetching one window gives: its records, the bytes read, the attempts made.
+Fetch = Callable[[Window], Awaitable[tuple[Records[T], int, int]]]
+
+
+async def _decoded(records: Records[T]) -> list[T]:
+    return records if isinstance(records, list) else await run_sliced(records)
 
 
 @attrs.define
@@ -110,15 +117,19 @@ class RecordStream(Generic[T]):
 
     # -- fetching --------------------------------------------------------------------
 
-    async def _fetch_split(self, window: Window) -> list[T]:
-        """One window's records; a full window is split and its halves fetched."""
+    async def _fetch_split(self, window: Window) -> Records[T]:
+        """One window's records, still encoded unless the window had to be counted; a
+        full window is split and its halves fetched."""
         async with self._semaphore:
-            records, size, attempts = await self._fetch(window)
+            result, size, attempts = await self._fetch(window)
         stats = self.stats
         stats.windows_fetched += 1
         stats.bytes_read += size
         stats.retries += attempts - 1
-        if self.page_cap is None or len(records) < self.page_cap:
+        if self.page_cap is None:
+            return result  # decoded when its turn to be delivered comes
+        records = await _decoded(result)
+        if len(records) < self.page_cap:
             return records
         halves = split_window(window)
         if halves is None:
@@ -128,16 +139,16 @@ class RecordStream(Generic[T]):
         async with asyncio.TaskGroup() as group:
             left_task = group.create_task(self._fetch_split(halves[0]))
             right_task = group.create_task(self._fetch_split(halves[1]))
-        left, right = left_task.result(), right_task.result()
+        left, right = await _decoded(left_task.result()), await _decoded(right_task.result())
         seen = {self._key(r) for r in left}
         kept = [r for r in right if self._key(r) not in seen]
         stats.duplicates_dropped += len(right) - len(kept)
         left.extend(kept)
         return left
 
-    async def _fetch_window(self, window: Window) -> list[T]:
+    async def _failed_as_window_error(self, window: Window, step: Awaitable[R]) -> R:
         try:
-            return await self._fetch_split(window)
+            return await step
         except (ConnexiError, ExceptionGroup) as exc:
             # Splits run in task groups: the first real failure is the one to report.
             cause: BaseException = exc
@@ -151,10 +162,13 @@ class RecordStream(Generic[T]):
                 raise WindowError(window.start, window.end, str(cause)) from cause
             raise
 
+    async def _fetch_window(self, window: Window) -> Records[T]:
+        return await self._failed_as_window_error(window, self._fetch_split(window))
+
     # -- the iterator ----------------------------------------------------------------
 
     async def _run(self) -> AsyncGenerator[T, None]:
-        pending: dict[int, tuple[Window, asyncio.Task[list[T]]]] = {}
+        pending: dict[int, tuple[Window, asyncio.Task[Records[T]]]] = {}
         seen: dict[int, set[Hashable]] = {}
         delivered: set[int] = set()
         planned = self.stats.windows_planned
@@ -190,18 +204,24 @@ class RecordStream(Generic[T]):
                     )
                     index = min(i for i, (_, task) in pending.items() if task.done())
                 window, task = pending.pop(index)
-                records = task.result()  # a WindowError propagates from here
-                start_more()  # keep fetching while the consumer works on this window
+                start_more()  # keep fetching while this window is decoded and consumed
+                # Decoded only now, at its turn: windows fetched ahead wait as bytes, so
+                # the objects alive at once (and each garbage collection's work) stay
+                # those of about one window, whatever the concurrency.
+                records = await self._failed_as_window_error(window, _decoded(task.result()))
 
                 # De-duplicate against the neighbours already delivered.
-                neighbours = [seen[j] for j in (index - 1, index + 1) if j in seen]
-                keyed = [self._key(r) for r in records]  # each key computed once
+                # Set operations in C first: a Python loop over a dense window only when
+                # a neighbour really shares a record.
+                keyed = list(map(self._key, records))  # each key computed once
+                neighbours = [
+                    seen[j]
+                    for j in (index - 1, index + 1)
+                    if j in seen and not seen[j].isdisjoint(keyed)
+                ]
                 if neighbours:
-                    fresh = [
-                        r
-                        for r, k in zip(records, keyed, strict=True)
-                        if not any(k in n for n in neighbours)
-                    ]
+                    shared = set().union(*neighbours)
+                    fresh = [r for r, k in zip(records, keyed, strict=True) if k not in shared]
                     self.stats.duplicates_dropped += len(records) - len(fresh)
                     records = fresh
                 seen[index] = set(keyed)
@@ -214,10 +234,16 @@ class RecordStream(Generic[T]):
                 # Records go out without a suspension in between, so a consumer's per-record
                 # work would hold the loop for the whole window: every few dozen records,
                 # if a slice has passed, the loop gets a turn.
+                # Each record is let go of as it is handed out, so a window's records are
+                # freed one by one as the consumer drops them, not all at once (freeing
+                # a dense window's objects in one go is a stall of its own).
                 slice_started = _clock()
-                for count, record in enumerate(records, 1):
+                for count in range(1, len(records) + 1):
+                    record = records[count - 1]
+                    records[count - 1] = None  # type: ignore[assignment]
                     self.stats.records_yielded += 1
                     yield record
+                    del record
                     if not count & 31 and _clock() - slice_started >= SLICE_SECONDS:
                         await asyncio.sleep(0)
                         slice_started = _clock()

@@ -24,6 +24,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from ._chunks import Body
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -71,10 +72,10 @@ class Timeouts:
 
 @attrs.frozen
 class Response:
-    """A successful (2xx) response, read in full."""
+    """A successful (2xx) response, read in full (as its chunks: see ``_read_body``)."""
 
     status: int
-    body: bytes
+    body: Body
     attempts: int
 
 
@@ -196,7 +197,7 @@ def _describe(exc: BaseException) -> tuple[str, bool, bool]:
     return f"request failed ({exc.__class__.__name__})", True, False
 
 
-def _error_details(body: bytes) -> tuple[str | None, str | None, str]:
+def _error_details(body: bytes | bytearray) -> tuple[str | None, str | None, str]:
     """(server message, reference, excerpt) from an error body, JSON or not."""
     excerpt = body[:200].decode("utf-8", "replace")
     message = reference = None
@@ -230,7 +231,7 @@ _HINTS: dict[type[APIError], str] = {
 
 
 def api_error(
-    status: int, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    status: int, method: str, path: str, body: bytes | bytearray, headers: Mapping[str, str]
 ) -> APIError:
     """The typed exception for a non-2xx status."""
     message, reference, excerpt = _error_details(body)
@@ -443,7 +444,7 @@ class Transport:
             )
             if 200 <= status < 300:
                 return Response(status=status, body=data, attempts=attempt)
-            error = api_error(status, method, path, data, response_headers)
+            error = api_error(status, method, path, data.slice(0, 65536), response_headers)
             if not may_retry_status(method, status):
                 if method == "POST" and isinstance(error, ServerError):
                     raise _outcome_unknown(
@@ -489,7 +490,7 @@ class Transport:
         params: Mapping[str, str] | None,
         body: bytes | None,
         headers: dict[str, str],
-    ) -> tuple[int, bytes, Mapping[str, str]]:
+    ) -> tuple[int, Body, Mapping[str, str]]:
         session = self._session()
         try:
             async with session.request(
@@ -514,12 +515,14 @@ class Transport:
         # Raised here, outside the except block, so aiohttp's exception is not its context.
         raise failure
 
-    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read_body(self, response: aiohttp.ClientResponse) -> Body:
         """The whole body, decompressed, counted chunk by chunk against the limit."""
         limit = self.max_response_bytes
         declared = response.content_length
         if declared is not None and declared > limit and "Content-Encoding" not in response.headers:
             raise self._too_large(declared)
+        # Kept as the chunks it came in (see _chunks.Body): joining a 20 MB body, or
+        # growing one buffer, is a single long stall of copying and page faults.
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_any():
@@ -527,7 +530,7 @@ class Transport:
             if size > limit:
                 raise self._too_large(size)
             chunks.append(chunk)
-        return b"".join(chunks)
+        return Body(chunks)
 
     def _too_large(self, size: int) -> _Failure:
         # Not retried: the same request would bring the same body.
