@@ -14,12 +14,13 @@ back in between. Only a piece is ever copied out.
 Finding record boundaries exactly needs a full JSON scan, itself one long call. Instead
 the cuts are *speculative* and *verified*:
 
-* a candidate cut is a ``}`` ``,`` ``{`` run (white space allowed) where the brackets
-  counted since the last cut balance (C-speed ``bytes.count``);
+* a candidate cut is a ``}`` ``,`` ``{`` run (white space allowed) after which the
+  first bracket opens an array rather than closing one (see ``_next_cut``);
 * every piece is then decoded by a real JSON parser. A cut in the wrong place (inside a
   string whose brackets fooled the count, or between two line items) always leaves a
   piece that is not valid JSON, since the piece then ends inside an open string or an
-  open object; the caller then decodes the rest of the array as one piece.
+  open object; the caller then moves the cut on to the next candidate, and after a
+  few misses decodes the rest of the array as one piece.
 
 So a wrong guess costs time, never correctness. Nothing here touches the network or
 the clock.
@@ -31,14 +32,14 @@ import bisect
 import re
 from collections.abc import Iterator, Sequence
 
-__all__ = ["DEFAULT_PIECE_BYTES", "Body", "array_pieces", "find_array"]
+__all__ = ["DEFAULT_PIECE_BYTES", "Body", "array_pieces", "find_array", "next_cut"]
 
 # About a millisecond of msgspec work: small enough to keep every step of the loop short,
 # large enough that the per-piece overhead (a copy, a decoder call) is noise.
 DEFAULT_PIECE_BYTES = 64 * 1024
 
 _CUT = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
-_SEARCH_SPAN = 64 * 1024  # how far ahead a cut is looked for at a time
+_SEARCH_SPAN = 8 * 1024  # how far ahead a cut is looked for at a time (records are ~2 kB)
 # What may follow the records array and still be read without a full scan.
 _MAX_TAIL = 64 * 1024
 _HEAD = 512
@@ -79,15 +80,19 @@ class Body:
             a = start + len(chunk)
             index += 1
 
-    def slice(self, a: int, b: int) -> bytes:
-        """A copy of ``[a, b)``."""
-        return b"".join(bytes(chunk[low:high]) for chunk, low, high in self._parts(a, b))
+    def slice(self, a: int, b: int, before: bytes = b"", after: bytes = b"") -> bytes:
+        """A copy of ``[a, b)``, optionally between ``before`` and ``after`` (one copy)."""
+        parts = [before]
+        for chunk, low, high in self._parts(a, b):
+            parts.append(bytes(chunk[low:high]) if low or high < len(chunk) else bytes(chunk))
+        parts.append(after)
+        return b"".join(parts)
 
     def count(self, sub: bytes, a: int, b: int) -> int:
         """How many times a one-byte ``sub`` occurs in ``[a, b)``, without copying."""
         return sum(
             chunk.count(sub, low, high)
-            if isinstance(chunk, bytes | bytearray)
+            if chunk.__class__ is bytes or isinstance(chunk, bytes | bytearray)
             else bytes(chunk[low:high]).count(sub)
             for chunk, low, high in self._parts(a, b)
         )
@@ -145,7 +150,7 @@ def array_pieces(
     """
     a = start
     while end - a > target:
-        cut = _next_cut(body, a, end, a + target)
+        cut = next_cut(body, end, a + target)
         if cut is None:
             break
         close, following = cut
@@ -154,36 +159,60 @@ def array_pieces(
     yield a, end
 
 
-def _next_cut(body: Body, a: int, end: int, at_least: int) -> tuple[int, int] | None:
-    """The first balanced ``},{`` at or after ``at_least``: (end of the left piece, start
-    of the right one)."""
-    counted_to, depth = a, 0
+def next_cut(body: Body, end: int, at_least: int) -> tuple[int, int] | None:
+    """The first likely record boundary at or after ``at_least``: (end of the left
+    piece, start of the right one).
+
+    A ``},{`` between two records of the array is followed by a record, whose first
+    bracket (if any before the next boundary) opens one of its arrays (``[``); a ``},{``
+    between two line items is followed, sooner or later, by the ``]`` that closes their
+    array. So: the first ``},{`` whose next bracket is not ``]``. Two ``find`` calls
+    each, at memchr speed; a string holding a bracket may fool it, and the caller's
+    parser then refuses the piece.
+    """
     position = at_least
     while position < end:
-        # A window of text to search, overlapping the last one so a run of white space
-        # between "}" and "{" is not missed at the seam (a longer one only means a cut
-        # further on).
         window_end = min(end, position + _SEARCH_SPAN)
         text = body.slice(position, window_end)
         offset = 0
         while True:
-            match = _CUT.search(text, offset)
-            if match is None:
+            found = _candidate(text, offset)
+            if found is None:
                 break
-            close = position + match.start() + 1  # just past the "}"
-            offset = match.start() + 1
-            if close <= counted_to:
-                continue  # seen in the overlap of the last window
-            depth += (
-                body.count(b"{", counted_to, close)
-                - body.count(b"}", counted_to, close)
-                + body.count(b"[", counted_to, close)
-                - body.count(b"]", counted_to, close)
-            )
-            counted_to = close
-            if depth == 0:
-                return close, position + match.end() - 1  # the next piece starts at "{"
+            close, following = found
+            after = position + following
+            if _next_bracket_opens(body, after + 1, end):
+                return position + close, after
+            offset = close
         if window_end >= end:
             return None
         position = max(window_end - 256, position + 1)
     return None
+
+
+def _candidate(text: bytes, offset: int) -> tuple[int, int] | None:
+    """The next ``}`` ``,`` ``{`` in ``text`` from ``offset``: (just past the ``}``,
+    the ``{``). The compact form first (a ``find``), white space by the regex."""
+    compact = text.find(b"},{", offset)
+    spaced = _CUT.search(text, offset, compact + 3 if compact >= 0 else len(text))
+    if spaced is not None:
+        return spaced.start() + 1, spaced.end() - 1
+    if compact >= 0:
+        return compact + 1, compact + 2
+    return None
+
+
+def _next_bracket_opens(body: Body, position: int, end: int) -> bool:
+    """Whether the first ``[`` or ``]`` at or after ``position`` is a ``[`` (or none is
+    near): looked for in growing spans, so a long record costs no more than it needs."""
+    span = 2048
+    while position < end:
+        text = body.slice(position, min(end, position + span))
+        opening, closing = text.find(b"["), text.find(b"]")
+        if closing >= 0 and (opening < 0 or closing < opening):
+            return False
+        if opening >= 0:
+            return True
+        position += len(text)
+        span *= 4
+    return True

@@ -9,13 +9,14 @@ import os
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
 
 from ._chunks import Body
 from ._convert import (
+    build_order,
     locations_steps,
     new_orders_body_steps,
     orders_steps,
@@ -254,8 +255,10 @@ class ConnexiClient:
 
         One request, no splitting and no de-duplication: see :meth:`orders` for periods.
         """
-        records, _, _ = await self._fetch_orders_window(_one_window(start, end))
-        return await run_sliced(records)
+        window = _one_window(start, end)
+        params = {"start": format_instant(window.start), "end": format_instant(window.end)}
+        response = await self._transport.request("GET", "/v1/order", params=params)
+        return await run_sliced(orders_steps(response.body, f"GET /v1/order {window}"))
 
     async def fetch_locations(
         self, start: datetime | None = None, end: datetime | None = None
@@ -269,11 +272,12 @@ class ConnexiClient:
         records, _, _ = await self._fetch_locations_window(_one_window(start, end))
         return await run_sliced(records)
 
-    async def _fetch_orders_window(self, window: Window) -> tuple[Steps[list[Order]], int, int]:
-        """GET one window; its records come back still to decode (see RecordStream)."""
+    async def _fetch_orders_window(self, window: Window) -> tuple[Steps[list[Any]], int, int]:
+        """GET one window; its records come back still to decode, and then to build
+        (see RecordStream)."""
         params = {"start": format_instant(window.start), "end": format_instant(window.end)}
         response = await self._transport.request("GET", "/v1/order", params=params)
-        steps = orders_steps(response.body, f"GET /v1/order {window}")
+        steps = orders_steps(response.body, f"GET /v1/order {window}", built=False)
         return steps, len(response.body), response.attempts
 
     async def _fetch_locations_window(
@@ -326,6 +330,7 @@ class ConnexiClient:
             concurrency,
             ordered,
             page_cap,
+            build=build_order,
         )
 
     def stock_locations(
@@ -383,6 +388,8 @@ class ConnexiClient:
         concurrency: int,
         ordered: bool,
         page_cap: int | None,
+        *,
+        build: Callable[[Any], T] | None = None,
     ) -> RecordStream[T]:
         count, windows = plan_windows(since, until, window)
         return RecordStream(
@@ -393,10 +400,12 @@ class ConnexiClient:
             concurrency=self._concurrency(concurrency),
             ordered=ordered,
             page_cap=page_cap,
+            build=build,
         )
 
 
-# A C-level getter: the stream computes a key per record of every window.
+# A C-level getter: the stream computes a key per record of every window (on the
+# prepared records, which have an ``id`` as the models do).
 _order_id: Callable[[Order], int] = operator.attrgetter("id")
 
 

@@ -41,7 +41,7 @@ import msgspec
 from cattrs.errors import ClassValidationError, IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, override
 
-from ._chunks import Body, array_pieces, find_array
+from ._chunks import DEFAULT_PIECE_BYTES, Body, find_array, next_cut
 from ._cooperative import Steps, run_steps
 from ._errors import DecodeError, EncodeError, FieldError
 from ._models import LineItem, Location, NewLineItem, NewOrder, Order, StatusUpdate
@@ -348,51 +348,49 @@ def _wire_struct(cls: type, item_wire: type | None) -> type[msgspec.Struct]:
     return msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, gc=False)
 
 
-def _generate_convert(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    """``convert(wire) -> model``: straight-line, the rules' common cases inline.
+def _generate_prepare(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """``prepare(wire) -> wire``: apply the value rules in place, common cases inline.
 
-    The instance is built the way attrs' own ``__init__`` does, minus its per-field
-    ``object.__setattr__`` lookups: the slot descriptors' setters, called directly. Safe
-    because the models have no validators, converters or ``__attrs_post_init__``
-    (tests/test_convert.py checks that this stays true).
+    Raises ValueError where a rule refuses a value (the validating path then names it).
+    A prepared wire struct holds the final values; :func:`_generate_build` copies them
+    into the model. Two phases so that a window's worth of records can wait in wire
+    structs, which msgspec keeps out of the garbage collector's sight (``gc=False``),
+    and the models are made one by one as they are handed out: they die young, and no
+    collection has to walk a whole window of them.
     """
-    lines = ["def convert(w):", "    o = new(cls)"]
-    for index, (name, kind, required) in enumerate(_field_kinds(cls)):
-        setter = f"set{index}"
+    lines = ["def prepare(w):"]
+    for name, kind, required in _field_kinds(cls):
         if kind == _STR and required:
-            lines += [f"    v = w.{name}", "    if not v:", "        v = to_required_str(v)"]
-        elif kind in (_STR, _INT):
-            lines.append(f"    v = w.{name}")  # msgspec checked the type and the bounds
+            lines += [f"    if not w.{name}:", f"        to_required_str(w.{name})"]
         elif kind == _DEC:
             lines += [
                 f"    v = w.{name}",
                 "    if v.__class__ is not Decimal:",
                 "        if v.__class__ is int:",
                 "            d = whole_get(v)",
-                "            v = d if d is not None else whole_amount(v)",
+                f"            w.{name} = d if d is not None else whole_amount(v)",
                 "        else:",
-                "            v = to_decimal(v)",
+                f"            w.{name} = to_decimal(v)",
             ]
         elif kind == _TS:
             lines.append(f"    v = w.{name}")
             if name == "updated_at":
                 lines += ["    if v is None:", "        v = w.update_at"]
-            lines.append("    v = None if v is None or v == ZERO_TIME else (recent(v) or stamp(v))")
-        else:  # line items: a list, null, or one object under "line_item"
+            lines.append(
+                f"    w.{name} = None if v is None or v == ZERO_TIME else (recent(v) or stamp(v))"
+            )
+        elif kind == _ITEMS:  # a list, null, or one object under "line_item"
             lines += [
                 f"    v = w.{name}",
                 "    if v is None:",
                 "        v = w.line_item",
-                "        v = () if v is None else (item(v),)",
+                f"        w.{name} = () if v is None else (item(v),)",
                 "    else:",
-                "        v = tuple([item(x) for x in v])",
+                f"        w.{name} = tuple([item(x) for x in v])",
             ]
-        lines.append(f"    {setter}(o, v)")
-    lines.append("    return o")
+        # strings and integers: msgspec checked the type and the bounds
+    lines.append("    return w")
     namespace: dict[str, Any] = {
-        "cls": cls,
-        "new": object.__new__,
-        **{f"set{i}": getattr(cls, a.name).__set__ for i, a in enumerate(attrs.fields(cls))},
         "item": item_fn,
         "to_required_str": _to_required_str,
         "to_decimal": _to_decimal,
@@ -403,11 +401,41 @@ def _generate_convert(cls: type, item_fn: Callable[[Any], Any] | None) -> Callab
         "Decimal": Decimal,
         "ZERO_TIME": GO_ZERO_TIME,
     }
-    exec(
-        compile("\n".join(lines), f"<connexi_async convert {cls.__name__}>", "exec"),
-        namespace,
-    )
-    return namespace["convert"]  # type: ignore[no-any-return]
+    exec(compile("\n".join(lines), f"<connexi_async prepare {cls.__name__}>", "exec"), namespace)
+    return namespace["prepare"]  # type: ignore[no-any-return]
+
+
+def _generate_build(
+    cls: type, wire: type, item_fn: Callable[[Any], Any] | None
+) -> Callable[[Any], Any]:
+    """``build(prepared wire) -> model``; a model (from the validating path) passes as is.
+
+    The instance is built the way attrs' own ``__init__`` does, minus its per-field
+    ``object.__setattr__`` lookups: the slot descriptors' setters, called directly. Safe
+    because the models have no validators, converters or ``__attrs_post_init__``
+    (tests/test_convert.py checks that this stays true).
+    """
+    lines = [
+        "def build(w):",
+        "    if w.__class__ is not wire:",
+        "        return w",
+        "    o = new(cls)",
+    ]
+    for index, (name, kind, _required) in enumerate(_field_kinds(cls)):
+        if kind == _ITEMS:
+            lines.append(f"    set{index}(o, tuple([item(x) for x in w.{name}]))")
+        else:
+            lines.append(f"    set{index}(o, w.{name})")
+    lines.append("    return o")
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "wire": wire,
+        "new": object.__new__,
+        **{f"set{i}": getattr(cls, a.name).__set__ for i, a in enumerate(attrs.fields(cls))},
+        "item": item_fn,
+    }
+    exec(compile("\n".join(lines), f"<connexi_async build {cls.__name__}>", "exec"), namespace)
+    return namespace["build"]  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------
@@ -533,18 +561,26 @@ def _load_record(raw: bytes) -> Any:
 
 @attrs.frozen
 class _Kind:
-    """How to decode one kind of record: the envelope keys, the fast path's decoders and
-    converter, and the validating path for one record (appends FieldErrors or returns
-    the model)."""
+    """How to decode one kind of record: the envelope keys, the fast path's decoders,
+    its two phases (``prepare`` checks and converts, ``build`` makes the model), and the
+    validating path for one record (appends FieldErrors or returns the model)."""
 
     keys: tuple[str, ...]
     pieces: msgspec.json.Decoder[Any]
     single: msgspec.json.Decoder[Any]
-    convert: Callable[[Any], Any]
+    prepare: Callable[[Any], Any]
+    build: Callable[[Any], Any]
     validate: Callable[[Any, str, list[FieldError]], Any]
 
 
-def _model_kind(cls: type, keys: tuple[str, ...], wire: type, convert: Any) -> _Kind:
+def _model_kind(cls: type, keys: tuple[str, ...], item_cls: type | None = None) -> _Kind:
+    """The kind of an attrs record model (and its line items, if any)."""
+    item_wire = item_prepare = item_build = None
+    if item_cls is not None:
+        item_wire = _wire_struct(item_cls, None)
+        item_prepare = _generate_prepare(item_cls, None)
+        item_build = _generate_build(item_cls, item_wire, None)
+    wire = _wire_struct(cls, item_wire)
     name_ids = cls in (Order, StatusUpdate)
 
     def validate(record: Any, path: str, errors: list[FieldError]) -> Any:
@@ -558,33 +594,15 @@ def _model_kind(cls: type, keys: tuple[str, ...], wire: type, convert: Any) -> _
         keys=keys,
         pieces=msgspec.json.Decoder(list[wire], float_hook=_bounded_decimal),  # type: ignore[valid-type]
         single=msgspec.json.Decoder(wire, float_hook=_bounded_decimal),
-        convert=convert,
+        prepare=_generate_prepare(cls, item_prepare),
+        build=_generate_build(cls, wire, item_build),
         validate=validate,
     )
 
 
-_LINE_ITEM_WIRE = _wire_struct(LineItem, None)
-_NEW_LINE_ITEM_WIRE = _wire_struct(NewLineItem, None)
-_CONVERT_LINE_ITEM = _generate_convert(LineItem, None)
-_CONVERT_NEW_LINE_ITEM = _generate_convert(NewLineItem, None)
-_ORDERS = _model_kind(
-    Order,
-    ("orders", "data"),
-    _wire_struct(Order, _LINE_ITEM_WIRE),
-    _generate_convert(Order, _CONVERT_LINE_ITEM),
-)
-_NEW_ORDERS = _model_kind(
-    NewOrder,
-    ("orders", "data"),
-    _wire_struct(NewOrder, _NEW_LINE_ITEM_WIRE),
-    _generate_convert(NewOrder, _CONVERT_NEW_LINE_ITEM),
-)
-_STATUS_UPDATES = _model_kind(
-    StatusUpdate,
-    ("data",),
-    _wire_struct(StatusUpdate, None),
-    _generate_convert(StatusUpdate, None),
-)
+_ORDERS = _model_kind(Order, ("orders", "data"), LineItem)
+_NEW_ORDERS = _model_kind(NewOrder, ("orders", "data"), NewLineItem)
+_STATUS_UPDATES = _model_kind(StatusUpdate, ("data",))
 
 
 def _location(value: Any, path: str, errors: list[FieldError]) -> Location | None:
@@ -621,6 +639,10 @@ def _validate_location(record: Any, path: str, errors: list[FieldError]) -> Loca
         return None
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 def _convert_location(record: Any) -> Location:
     errors: list[FieldError] = []
     location = _validate_location(record, "$", errors)
@@ -634,7 +656,8 @@ _LOCATIONS = _Kind(
     keys=("locations", "data"),
     pieces=msgspec.json.Decoder(list[Any], float_hook=_bounded_decimal),
     single=msgspec.json.Decoder(Any, float_hook=_bounded_decimal),
-    convert=_convert_location,
+    prepare=_convert_location,
+    build=_identity,
     validate=_validate_location,
 )
 
@@ -642,7 +665,7 @@ _LOCATIONS = _Kind(
 # Decoding a body, piece by piece.
 # ---------------------------------------------------------------------------------------
 
-_CONVERT_BATCH = 8  # records converted between two yields (~0.2 ms)
+_CONVERT_BATCH = 16  # records prepared or built between two yields (~0.2 ms)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 _any_value = msgspec.json.Decoder(Any)
 _envelope = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
@@ -740,8 +763,13 @@ def _general_region(body: Body, keys: tuple[str, ...], context: str) -> tuple[by
     )
 
 
-def _decode_steps(payload: object, kind: _Kind, context: str) -> Steps[list[Any]]:
-    """Decode a body of records as a generator of short steps (see _cooperative)."""
+def _decode_steps(
+    payload: object, kind: _Kind, context: str, *, built: bool = True
+) -> Steps[list[Any]]:
+    """Decode a body of records as a generator of short steps (see _cooperative).
+
+    With ``built=False`` the records come back prepared but not yet made into models:
+    pass each through ``kind.build`` as it is handed out (what RecordStream does)."""
     body = _as_body(payload, context)
     region = _plain_region(body, kind.keys)
     if region is None:
@@ -754,36 +782,63 @@ def _decode_steps(payload: object, kind: _Kind, context: str) -> Steps[list[Any]
     results: list[Any] = []
     errors: list[FieldError] = []
     index = 0
-    for a, b in array_pieces(body, start, end):
-        count = yield from _decode_piece(body.slice(a, b), kind, base, index, results, errors)
+    a = start
+    while True:
+        b, following = _cut(body, end, a + DEFAULT_PIECE_BYTES)
+        for _miss in range(_CUT_MISSES):
+            piece = body.slice(a, b, b"[", b"]")
+            count = yield from _decode_piece(piece, kind, base, index, results, errors)
+            if count is not None or b >= end:
+                break
+            # Not whole records after all (a bracket inside a string fooled the cut):
+            # the same piece, on to the next candidate.
+            b, following = _cut(body, end, b + 1)
         if count is None:
-            # Not whole records after all (a bracket inside a string fooled the cut) or
-            # not JSON: the rest of the array as one piece settles which.
-            rest = body.slice(a, end)
+            # Still no valid piece: the rest of the array as one settles what it is.
+            rest = body.slice(a, end, b"[", b"]")
             count = yield from _decode_piece(rest, kind, base, index, results, errors)
             if count is None:
                 try:
-                    _raw_list.decode(b"[" + rest + b"]")
+                    _raw_list.decode(rest)
                 except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                     raise _invalid_json(exc, context, body.whole()) from None
             break
         index += count
+        if b >= end:
+            break
+        a = following
     if errors:
         raise DecodeError(errors, context=context)
+    if built:
+        build = kind.build
+        for offset in range(0, len(results), _CONVERT_BATCH):
+            results[offset : offset + _CONVERT_BATCH] = [
+                build(r) for r in results[offset : offset + _CONVERT_BATCH]
+            ]
+            yield
     return results
 
 
+_CUT_MISSES = 8  # candidates tried for one piece before the rest is read as one
+
+
+def _cut(body: Body, end: int, at_least: int) -> tuple[int, int]:
+    """Where the next piece ends and the one after starts (the array's end at the last)."""
+    if at_least >= end:
+        return end, end
+    return next_cut(body, end, at_least) or (end, end)
+
+
 def _decode_piece(
-    text: bytes,
+    piece: bytes,
     kind: _Kind,
     base: str,
     first: int,
     results: list[Any],
     errors: list[FieldError],
 ) -> Steps[int | None]:
-    """Decode one piece of whole records into ``results``: how many it held, or ``None``
-    when the piece is not a valid JSON list of values."""
-    piece = b"[" + text + b"]"
+    """Decode one piece of whole records (a JSON list) into ``results``: how many it
+    held, or ``None`` when the piece is not a valid JSON list of values."""
     try:
         wires = kind.pieces.decode(piece)
     except (msgspec.ValidationError, UnicodeDecodeError, RecursionError):
@@ -791,12 +846,12 @@ def _decode_piece(
     except msgspec.DecodeError:
         return None
     yield
-    convert = kind.convert
+    prepare = kind.prepare
     if wires is not None:
         for offset in range(0, len(wires), _CONVERT_BATCH):
             batch = wires[offset : offset + _CONVERT_BATCH]
             try:
-                results += [convert(w) for w in batch]
+                results += [prepare(w) for w in batch]
             except Exception:
                 break  # a value the rules refuse: find it record by record
             yield
@@ -820,7 +875,7 @@ def _decode_one(
     raw: msgspec.Raw, kind: _Kind, path: str, results: list[Any], errors: list[FieldError]
 ) -> None:
     try:
-        results.append(kind.convert(kind.single.decode(raw)))
+        results.append(kind.prepare(kind.single.decode(raw)))
         return
     except Exception:
         pass
@@ -866,8 +921,8 @@ def decode_locations(payload: bytes | str, *, context: str = "") -> list[Locatio
 
 
 # The same decoders as generators of steps, for the client and the sandbox to run sliced.
-def orders_steps(payload: Buffer, context: str) -> Steps[list[Order]]:
-    return _decode_steps(payload, _ORDERS, context)
+def orders_steps(payload: Buffer, context: str, *, built: bool = True) -> Steps[list[Any]]:
+    return _decode_steps(payload, _ORDERS, context, built=built)
 
 
 def new_orders_steps(payload: Buffer, context: str) -> Steps[list[NewOrder]]:
@@ -880,6 +935,10 @@ def status_updates_steps(payload: Buffer, context: str) -> Steps[list[StatusUpda
 
 def locations_steps(payload: Buffer, context: str) -> Steps[list[Location]]:
     return _decode_steps(payload, _LOCATIONS, context)
+
+
+# Makes an Order of what ``orders_steps(..., built=False)`` gave (a model passes as is).
+build_order: Callable[[Any], Order] = _ORDERS.build
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -72,6 +72,7 @@ class RecordStream(Generic[T]):
         ordered: bool,
         page_cap: int | None,
         windowed: bool = True,
+        build: Callable[[Any], T] | None = None,
     ) -> None:
         self.stats = StreamStats(windows_planned=window_count)
         self._windowed = windowed
@@ -81,6 +82,9 @@ class RecordStream(Generic[T]):
         self._windows = windows
         self._fetch = fetch
         self._key = key
+        # Records may come from ``fetch`` in a prepared form and be made into what the
+        # consumer gets only as they are handed out (see _convert's two phases).
+        self._build = build
         self._semaphore = asyncio.Semaphore(concurrency)
         self._agen = self._run()
         # Every record created before this instant has been yielded: where to resume from.
@@ -238,11 +242,12 @@ class RecordStream(Generic[T]):
                 # freed one by one as the consumer drops them, not all at once (freeing
                 # a dense window's objects in one go is a stall of its own).
                 slice_started = _clock()
+                build = self._build
                 for count in range(1, len(records) + 1):
                     record = records[count - 1]
                     records[count - 1] = None  # type: ignore[assignment]
                     self.stats.records_yielded += 1
-                    yield record
+                    yield record if build is None else build(record)
                     del record
                     if not count & 31 and _clock() - slice_started >= SLICE_SECONDS:
                         await asyncio.sleep(0)
