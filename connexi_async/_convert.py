@@ -348,94 +348,119 @@ def _wire_struct(cls: type, item_wire: type | None) -> type[msgspec.Struct]:
     return msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, gc=False)
 
 
-def _generate_prepare(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    """``prepare(wire) -> wire``: apply the value rules in place, common cases inline.
-
+def _rule_lines(cls: type) -> list[tuple[str, list[str]]]:
+    """Per field: its name and the statements that leave its model value in ``v``, read
+    from the wire struct ``w`` with the value rules' common cases inline (an empty list:
+    msgspec already checked the type and the bounds, the value is ``w.<name>`` as is).
     Raises ValueError where a rule refuses a value (the validating path then names it).
+    The one source of the fast path's rules, for all three functions generated below."""
+    fields: list[tuple[str, list[str]]] = []
+    for name, kind, required in _field_kinds(cls):
+        lines: list[str] = []
+        if kind == _STR and required:
+            lines += [f"v = w.{name}", "if not v:", "    to_required_str(v)"]
+        elif kind == _DEC:
+            lines += [
+                f"v = w.{name}",
+                "if v.__class__ is not Decimal:",
+                "    if v.__class__ is int:",
+                "        d = whole_get(v)",
+                "        v = d if d is not None else whole_amount(v)",
+                "    else:",
+                "        v = to_decimal(v)",
+            ]
+        elif kind == _TS:
+            lines.append(f"v = w.{name}")
+            if name == "updated_at":  # one revision of the API spells it update_at
+                lines += ["if v is None:", "    v = w.update_at"]
+            lines.append("v = None if v is None or v == ZERO_TIME else (recent(v) or stamp(v))")
+        elif kind == _ITEMS:  # a list, null, or one object under "line_item"
+            lines += [
+                f"v = w.{name}",
+                "if v is None:",
+                "    v = w.line_item",
+                "    v = () if v is None else (item(v),)",
+                "else:",
+                "    v = tuple([item(x) for x in v])",
+            ]
+        fields.append((name, lines))
+    return fields
+
+
+_RULES_NAMESPACE: dict[str, Any] = {
+    "to_required_str": _to_required_str,
+    "to_decimal": _to_decimal,
+    "whole_get": _whole_amounts.get,
+    "whole_amount": _whole_amount,
+    "stamp": _timestamp_miss,
+    "recent": _recent_stamps.get,
+    "Decimal": Decimal,
+    "ZERO_TIME": GO_ZERO_TIME,
+}
+
+
+def _compile(source: list[str], name: str, namespace: dict[str, Any]) -> Callable[[Any], Any]:
+    namespace = {**_RULES_NAMESPACE, **namespace}
+    function = source[0].split()[1].split("(")[0]
+    exec(compile("\n".join(source), f"<connexi_async {function} {name}>", "exec"), namespace)
+    return namespace[function]  # type: ignore[no-any-return]
+
+
+def _setters(cls: type) -> dict[str, Any]:
+    """The slot descriptors' setters: an instance built the way attrs' own ``__init__``
+    does, minus its per-field ``object.__setattr__`` lookups. Safe because the models have
+    no validators, converters or ``__attrs_post_init__`` (tests/test_convert.py checks
+    that this stays true)."""
+    return {
+        "cls": cls,
+        "new": object.__new__,
+        **{f"set{i}": getattr(cls, a.name).__set__ for i, a in enumerate(attrs.fields(cls))},
+    }
+
+
+def _generate_convert(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """``convert(wire) -> model`` in one pass: what ``decode_orders`` uses."""
+    source = ["def convert(w):", "    o = new(cls)"]
+    for index, (name, lines) in enumerate(_rule_lines(cls)):
+        source += [f"    {line}" for line in lines]
+        source.append(f"    set{index}(o, {'v' if lines else f'w.{name}'})")
+    source.append("    return o")
+    return _compile(source, cls.__name__, {"item": item_fn, **_setters(cls)})
+
+
+def _generate_prepare(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """``prepare(wire) -> wire``: the rules applied in place, the model not built yet.
+
     A prepared wire struct holds the final values; :func:`_generate_build` copies them
     into the model. Two phases so that a window's worth of records can wait in wire
     structs, which msgspec keeps out of the garbage collector's sight (``gc=False``),
     and the models are made one by one as they are handed out: they die young, and no
-    collection has to walk a whole window of them.
+    collection has to walk a whole window of them (what RecordStream uses).
     """
-    lines = ["def prepare(w):"]
-    for name, kind, required in _field_kinds(cls):
-        if kind == _STR and required:
-            lines += [f"    if not w.{name}:", f"        to_required_str(w.{name})"]
-        elif kind == _DEC:
-            lines += [
-                f"    v = w.{name}",
-                "    if v.__class__ is not Decimal:",
-                "        if v.__class__ is int:",
-                "            d = whole_get(v)",
-                f"            w.{name} = d if d is not None else whole_amount(v)",
-                "        else:",
-                f"            w.{name} = to_decimal(v)",
-            ]
-        elif kind == _TS:
-            lines.append(f"    v = w.{name}")
-            if name == "updated_at":
-                lines += ["    if v is None:", "        v = w.update_at"]
-            lines.append(
-                f"    w.{name} = None if v is None or v == ZERO_TIME else (recent(v) or stamp(v))"
-            )
-        elif kind == _ITEMS:  # a list, null, or one object under "line_item"
-            lines += [
-                f"    v = w.{name}",
-                "    if v is None:",
-                "        v = w.line_item",
-                f"        w.{name} = () if v is None else (item(v),)",
-                "    else:",
-                f"        w.{name} = tuple([item(x) for x in v])",
-            ]
-        # strings and integers: msgspec checked the type and the bounds
-    lines.append("    return w")
-    namespace: dict[str, Any] = {
-        "item": item_fn,
-        "to_required_str": _to_required_str,
-        "to_decimal": _to_decimal,
-        "whole_get": _whole_amounts.get,
-        "whole_amount": _whole_amount,
-        "stamp": _timestamp_miss,
-        "recent": _recent_stamps.get,
-        "Decimal": Decimal,
-        "ZERO_TIME": GO_ZERO_TIME,
-    }
-    exec(compile("\n".join(lines), f"<connexi_async prepare {cls.__name__}>", "exec"), namespace)
-    return namespace["prepare"]  # type: ignore[no-any-return]
+    source = ["def prepare(w):"]
+    for name, lines in _rule_lines(cls):
+        if lines:
+            source += [f"    {line}" for line in lines]
+            source.append(f"    w.{name} = v")
+    source.append("    return w")
+    return _compile(source, cls.__name__, {"item": item_fn})
 
 
 def _generate_build(
     cls: type, wire: type, item_fn: Callable[[Any], Any] | None
 ) -> Callable[[Any], Any]:
-    """``build(prepared wire) -> model``; a model (from the validating path) passes as is.
-
-    The instance is built the way attrs' own ``__init__`` does, minus its per-field
-    ``object.__setattr__`` lookups: the slot descriptors' setters, called directly. Safe
-    because the models have no validators, converters or ``__attrs_post_init__``
-    (tests/test_convert.py checks that this stays true).
-    """
-    lines = [
+    """``build(prepared wire) -> model``; a model (from the validating path) passes as is."""
+    source = [
         "def build(w):",
         "    if w.__class__ is not wire:",
         "        return w",
         "    o = new(cls)",
     ]
     for index, (name, kind, _required) in enumerate(_field_kinds(cls)):
-        if kind == _ITEMS:
-            lines.append(f"    set{index}(o, tuple([item(x) for x in w.{name}]))")
-        else:
-            lines.append(f"    set{index}(o, w.{name})")
-    lines.append("    return o")
-    namespace: dict[str, Any] = {
-        "cls": cls,
-        "wire": wire,
-        "new": object.__new__,
-        **{f"set{i}": getattr(cls, a.name).__set__ for i, a in enumerate(attrs.fields(cls))},
-        "item": item_fn,
-    }
-    exec(compile("\n".join(lines), f"<connexi_async build {cls.__name__}>", "exec"), namespace)
-    return namespace["build"]  # type: ignore[no-any-return]
+        value = f"tuple([item(x) for x in w.{name}])" if kind == _ITEMS else f"w.{name}"
+        source.append(f"    set{index}(o, {value})")
+    source.append("    return o")
+    return _compile(source, cls.__name__, {"wire": wire, "item": item_fn, **_setters(cls)})
 
 
 # ---------------------------------------------------------------------------------------
@@ -568,6 +593,7 @@ class _Kind:
     keys: tuple[str, ...]
     pieces: msgspec.json.Decoder[Any]
     single: msgspec.json.Decoder[Any]
+    convert: Callable[[Any], Any]
     prepare: Callable[[Any], Any]
     build: Callable[[Any], Any]
     validate: Callable[[Any, str, list[FieldError]], Any]
@@ -575,9 +601,10 @@ class _Kind:
 
 def _model_kind(cls: type, keys: tuple[str, ...], item_cls: type | None = None) -> _Kind:
     """The kind of an attrs record model (and its line items, if any)."""
-    item_wire = item_prepare = item_build = None
+    item_wire = item_convert = item_prepare = item_build = None
     if item_cls is not None:
         item_wire = _wire_struct(item_cls, None)
+        item_convert = _generate_convert(item_cls, None)
         item_prepare = _generate_prepare(item_cls, None)
         item_build = _generate_build(item_cls, item_wire, None)
     wire = _wire_struct(cls, item_wire)
@@ -594,6 +621,7 @@ def _model_kind(cls: type, keys: tuple[str, ...], item_cls: type | None = None) 
         keys=keys,
         pieces=msgspec.json.Decoder(list[wire], float_hook=_bounded_decimal),  # type: ignore[valid-type]
         single=msgspec.json.Decoder(wire, float_hook=_bounded_decimal),
+        convert=_generate_convert(cls, item_convert),
         prepare=_generate_prepare(cls, item_prepare),
         build=_generate_build(cls, wire, item_build),
         validate=validate,
@@ -656,6 +684,7 @@ _LOCATIONS = _Kind(
     keys=("locations", "data"),
     pieces=msgspec.json.Decoder(list[Any], float_hook=_bounded_decimal),
     single=msgspec.json.Decoder(Any, float_hook=_bounded_decimal),
+    convert=_convert_location,
     prepare=_convert_location,
     build=_identity,
     validate=_validate_location,
@@ -779,6 +808,8 @@ def _decode_steps(
         yield
     else:
         start, end, base = region
+    # Models at once, or prepared wire structs to build as they are handed out.
+    convert = kind.convert if built else kind.prepare
     results: list[Any] = []
     errors: list[FieldError] = []
     index = 0
@@ -787,7 +818,7 @@ def _decode_steps(
         b, following = _cut(body, end, a + DEFAULT_PIECE_BYTES)
         for _miss in range(_CUT_MISSES):
             piece = body.slice(a, b, b"[", b"]")
-            count = yield from _decode_piece(piece, kind, base, index, results, errors)
+            count = yield from _decode_piece(piece, kind, base, index, results, errors, convert)
             if count is not None or b >= end:
                 break
             # Not whole records after all (a bracket inside a string fooled the cut):
@@ -796,7 +827,7 @@ def _decode_steps(
         if count is None:
             # Still no valid piece: the rest of the array as one settles what it is.
             rest = body.slice(a, end, b"[", b"]")
-            count = yield from _decode_piece(rest, kind, base, index, results, errors)
+            count = yield from _decode_piece(rest, kind, base, index, results, errors, convert)
             if count is None:
                 try:
                     _raw_list.decode(rest)
@@ -809,13 +840,6 @@ def _decode_steps(
         a = following
     if errors:
         raise DecodeError(errors, context=context)
-    if built:
-        build = kind.build
-        for offset in range(0, len(results), _CONVERT_BATCH):
-            results[offset : offset + _CONVERT_BATCH] = [
-                build(r) for r in results[offset : offset + _CONVERT_BATCH]
-            ]
-            yield
     return results
 
 
@@ -836,6 +860,7 @@ def _decode_piece(
     first: int,
     results: list[Any],
     errors: list[FieldError],
+    convert: Callable[[Any], Any],
 ) -> Steps[int | None]:
     """Decode one piece of whole records (a JSON list) into ``results``: how many it
     held, or ``None`` when the piece is not a valid JSON list of values."""
@@ -846,12 +871,11 @@ def _decode_piece(
     except msgspec.DecodeError:
         return None
     yield
-    prepare = kind.prepare
     if wires is not None:
         for offset in range(0, len(wires), _CONVERT_BATCH):
             batch = wires[offset : offset + _CONVERT_BATCH]
             try:
-                results += [prepare(w) for w in batch]
+                results += [convert(w) for w in batch]
             except Exception:
                 break  # a value the rules refuse: find it record by record
             yield
@@ -865,17 +889,22 @@ def _decode_piece(
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     for index in range(done, len(raws)):
-        _decode_one(raws[index], kind, f"{base}[{first + index}]", results, errors)
+        _decode_one(raws[index], kind, f"{base}[{first + index}]", results, errors, convert)
         if index % _CONVERT_BATCH == 0:
             yield
     return len(raws)
 
 
 def _decode_one(
-    raw: msgspec.Raw, kind: _Kind, path: str, results: list[Any], errors: list[FieldError]
+    raw: msgspec.Raw,
+    kind: _Kind,
+    path: str,
+    results: list[Any],
+    errors: list[FieldError],
+    convert: Callable[[Any], Any],
 ) -> None:
     try:
-        results.append(kind.prepare(kind.single.decode(raw)))
+        results.append(convert(kind.single.decode(raw)))
         return
     except Exception:
         pass
