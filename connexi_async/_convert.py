@@ -149,6 +149,8 @@ def _show(value: object) -> str:
         text = json.dumps(value, ensure_ascii=True)
         return text if len(text) <= 60 else text[:56] + '..."'
     if isinstance(value, int):
+        if value.bit_length() > 200:  # str() of a huge int is slow, or refused outright
+            return f"an integer of {value.bit_length():,} bits"
         return _number_text(str(value))
     if isinstance(value, Decimal):
         return _number_text(str(value))
@@ -716,15 +718,62 @@ def _as_body(payload: object, context: str) -> Body:
     raise DecodeError([FieldError("$", f"expected bytes or str, got {type(payload).__name__}")])
 
 
-def _invalid_json(exc: Exception, context: str, text: bytes | None = None) -> DecodeError:
-    """Python's json words its complaints better (NaN, line and column): ask it too."""
-    reason = str(exc)
-    if text is not None:
-        try:
-            _load_record(text)
-        except (ValueError, RecursionError) as json_exc:
-            reason = str(json_exc)
-    return DecodeError([FieldError("$", f"invalid JSON: {reason}")], context=context)
+class _Refused(Exception):
+    """msgspec would not parse the body: Python's json is asked (see _json_path)."""
+
+
+def _json_path(text: bytes, kind: _Kind, context: str) -> list[Any]:
+    """The whole body through Python's json and the validating path, record by record.
+
+    Only for a body msgspec refuses: Python's json words its complaints better (NaN,
+    line and column), and it accepts what msgspec does not (a lone surrogate escape),
+    which the validating path then judges field by field. One long step, for malformed
+    input only.
+    """
+    try:
+        data = _load_record(text)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError([FieldError("$", f"invalid JSON: {exc}")], context=context) from None
+    records, base = _records(data, kind.keys, context)
+    results: list[Any] = []
+    errors: list[FieldError] = []
+    for index, record in enumerate(records):
+        value = kind.validate(record, f"{base}[{index}]", errors)
+        if value is not None:
+            results.append(value)
+    if errors:
+        raise DecodeError(errors, context=context)
+    return results
+
+
+def _records(data: Any, keys: tuple[str, ...], context: str) -> tuple[list[Any], str]:
+    """The list of records inside any of the envelopes, and its JSON path."""
+    if isinstance(data, list):
+        return data, "$"
+    if isinstance(data, dict):
+        for key in keys:
+            if key in data:
+                inner = data[key]
+                if inner is None:
+                    return [], f"$.{key}"
+                if isinstance(inner, list):
+                    return inner, f"$.{key}"
+                raise DecodeError(
+                    [FieldError(f"$.{key}", f"expected a list, got {_show(inner)}")],
+                    context=context,
+                )
+        wanted = " or ".join(f'"{k}"' for k in keys)
+        raise DecodeError(
+            [
+                FieldError(
+                    "$", f"expected a list or an object with {wanted}, got keys {sorted(data)[:10]}"
+                )
+            ],
+            context=context,
+        )
+    raise DecodeError(
+        [FieldError("$", f"expected a list or an object, got {_show(data)}")], context=context
+    )
 
 
 def _plain_region(body: Body, keys: tuple[str, ...]) -> tuple[int, int, str] | None:
@@ -757,14 +806,14 @@ def _general_region(body: Body, keys: tuple[str, ...], context: str) -> tuple[by
     except msgspec.ValidationError:
         try:
             value = _any_value.decode(whole)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise _invalid_json(exc, context, whole) from None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            raise _Refused from None
         raise DecodeError(
             [FieldError("$", f"expected a list or an object, got {_show(value)}")],
             context=context,
         ) from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise _invalid_json(exc, context, whole) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise _Refused from None
     if isinstance(outer, list):
         return b"[" + b",".join(bytes(r) for r in outer) + b"]", "$"
     for key in keys:
@@ -800,6 +849,13 @@ def _decode_steps(
     With ``built=False`` the records come back prepared but not yet made into models:
     pass each through ``kind.build`` as it is handed out (what RecordStream does)."""
     body = _as_body(payload, context)
+    try:
+        return (yield from _msgspec_path(body, kind, context, built))
+    except _Refused:
+        return _json_path(body.whole(), kind, context)
+
+
+def _msgspec_path(body: Body, kind: _Kind, context: str, built: bool) -> Steps[list[Any]]:
     region = _plain_region(body, kind.keys)
     if region is None:
         array, base = _general_region(body, kind.keys, context)
@@ -829,10 +885,7 @@ def _decode_steps(
             rest = body.slice(a, end, b"[", b"]")
             count = yield from _decode_piece(rest, kind, base, index, results, errors, convert)
             if count is None:
-                try:
-                    _raw_list.decode(rest)
-                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-                    raise _invalid_json(exc, context, body.whole()) from None
+                raise _Refused
             break
         index += count
         if b >= end:

@@ -79,13 +79,15 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     >>> parse_retry_after("Wed, 01 Jan 2020 00:00:30 GMT", datetime(2020, 1, 1, tzinfo=UTC))
     30.0
     """
-    if not isinstance(value, str) or len(value) > 100:
+    if not isinstance(value, str):
         return None
     text = value.strip()
     if _DELAY_SECONDS.fullmatch(text):
         # A wait of more than a few decades is "too long" all the same: no int() of
         # thousands of digits, no float overflow.
         return float(int(text)) if len(text) <= 12 else _LONGEST_WAIT
+    if len(text) > 100:  # no HTTP-date is this long
+        return None
     try:
         when = parsedate_to_datetime(text)
         if when.tzinfo is None:

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import csv
-import json
 import logging
 import os
 import re
@@ -27,7 +26,7 @@ from typing import Any, TextIO
 import attrs
 
 from ._client import ConnexiClient
-from ._convert import decode_new_orders, encode_record
+from ._convert import decode_new_orders, decode_status_updates, encode_record
 from ._errors import (
     AuthenticationError,
     ConfigurationError,
@@ -52,7 +51,8 @@ SANDBOX_START = datetime(2026, 10, 1, tzinfo=UTC)
 SANDBOX_DAYS = 31
 SANDBOX_ORDERS = 40_000
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_DURATION = re.compile(r"([0-9]+)\s*([smhdw])", re.ASCII)
+_ORDER_ID = re.compile(r"[0-9]{1,19}", re.ASCII)  # an id fits in 64 bits
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -69,10 +69,17 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION.findall(cleaned)
     if not parts or _DURATION.sub("", cleaned).strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 6h or 1d")
+    if any(len(n) > 9 for n, _ in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than any period the API has")
     seconds = sum(int(n) * _UNITS[unit] for n, unit in parts)
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is longer than any period the API has"
+        ) from None
 
 
 def parse_time(text: str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> datetime:
@@ -82,7 +89,10 @@ def parse_time(text: str, *, now: Callable[[], datetime] = lambda: datetime.now(
     if value.lower() == "now":
         return now()
     if _DURATION.fullmatch(value.lower()) or re.fullmatch(r"(\d+\s*[smhdw])+", value.lower()):
-        return now() - parse_duration(value)
+        try:
+            return now() - parse_duration(value)
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{text!r} reaches before the year 1") from None
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
@@ -323,21 +333,23 @@ async def _drain(
 
 def _read_updates(args: argparse.Namespace) -> list[StatusUpdate]:
     pairs: list[str] = list(args.updates)
+    updates = []
     if args.from_file:
         text = Path(args.from_file).read_text(encoding="utf-8")
         stripped = text.strip()
         if stripped.startswith("["):
-            for entry in json.loads(stripped):
-                pairs.append(f"{entry['id']}={entry['status']}")
+            try:
+                updates += decode_status_updates(stripped, context=args.from_file)
+            except DecodeError as exc:
+                raise UsageError(str(exc)) from None
         else:  # one "ID=STATUS" or "ID STATUS" a line
             for line in stripped.splitlines():
                 fields = line.replace("=", " ", 1).split()
                 if fields:
                     pairs.append("=".join(fields) if len(fields) == 2 else line)
-    updates = []
     for pair in pairs:
         order_id, sep, status = pair.partition("=")
-        if not sep or not order_id.strip().isdigit() or not status.strip():
+        if not sep or not _ORDER_ID.fullmatch(order_id.strip()) or not status.strip():
             raise UsageError(f"{pair!r} is not ID=STATUS (for example 111=accepted)")
         updates.append(StatusUpdate(id=int(order_id), status=status.strip()))
     if not updates:
