@@ -221,7 +221,11 @@ class ConnexiClient:
 
         >>> await client.update_order_statuses([StatusUpdate(id=111, status="accepted")])
         """
-        items = [_status_update(u, index) for index, u in enumerate(_iterable(updates, "updates"))]
+        items = []
+        for index, update in enumerate(_iterable(updates, "updates")):
+            items.append(_status_update(update, index))
+            if index % 256 == 255:
+                await asyncio.sleep(0)  # 50,000 updates are checked without holding the loop
         if not items:
             return []
         changed: list[Order] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import ipaddress
 import json
 import logging
@@ -55,6 +56,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # The densest window we support (a day of a very busy seller, ~100k orders) with room.
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+
+_STREAMED_BODY = 256 * 1024
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -497,7 +500,9 @@ class Transport:
                 method,
                 url,
                 params=params,
-                data=body,
+                # A large body goes out as a stream written in chunks, each write giving
+                # the loop back (and a fresh one per attempt: a stream is read once).
+                data=io.BytesIO(body) if body is not None and len(body) > _STREAMED_BODY else body,
                 headers=headers,
                 allow_redirects=False,
                 raise_for_status=False,

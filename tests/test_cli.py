@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from connexi_async import decode_locations, decode_orders
 from connexi_async.cli import parse_duration, parse_time
@@ -270,3 +274,54 @@ async def test_progress_is_live_on_a_terminal_only() -> None:
     assert "/10" in text
     assert "500 orders in" in text  # the summary
     assert b"windows" not in out  # never on stdout
+
+
+async def test_hostile_answers_and_arguments_end_in_typed_exits(
+    connexi_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Issue 11, item 6: no raw traceback, no exit code 1, whatever the input."""
+    period = ("--since", "2026-10-01", "--until", "2026-10-03", "--concurrency", "1")
+    for body in (b'{"orders":[{"id":1,"remarks":"\\ud800"}]}', b'{"orders":[{"id":1e999999}]}'):
+
+        async def hostile(_: object, body: bytes = body) -> web.Response:
+            return web.Response(body=body, content_type="application/json")
+
+        async with tiny_get_server(hostile) as url:
+            target = tmp_path / "out.jsonl"
+            code, _, err = await run_cli(
+                "orders", *period, "-o", str(target), sandbox=connexi_sandbox,
+                env={"CONNEXI_BASE_URL": url},
+            )  # fmt: skip
+        assert code == 4, err
+        assert "Traceback" not in err
+        assert "rerun with --since 2026-10-01T00:00:00Z" in err
+    for args in (
+        ("update-status", "²=accepted"),
+        ("orders", "--since", "2026-10-01", "--window", "99999999999d"),
+        ("orders", "--since", "99999999999d"),
+    ):
+        code, _, err = await run_cli(*args, sandbox=connexi_sandbox)
+        assert code == 2, (args, err)
+        assert "Traceback" not in err
+    updates = tmp_path / "updates.json"
+    for text in ('[{"id": 1}]', "[{not json"):
+        updates.write_text(text)
+        code, _, err = await run_cli(
+            "update-status", "--from", str(updates), sandbox=connexi_sandbox
+        )
+        assert code == 2, err
+        assert "Traceback" not in err
+
+
+@contextlib.asynccontextmanager
+async def tiny_get_server(handler: Any) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_get("/v1/order", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -8,6 +8,7 @@ and is the same every time. Orders written through POST and PATCH live in overla
 from __future__ import annotations
 
 import bisect
+import heapq
 import random
 from array import array
 from collections.abc import Iterator
@@ -215,16 +216,18 @@ class Dataset:
 
     def between(self, start: datetime, end: datetime) -> Iterator[Order]:
         """Orders with ``start <= created_at < end``, sorted by (created_at, id)."""
-        base = (self.get(order_id) for order_id in self.ids_between(start, end))
+        base = (o for i in self.ids_between(start, end) if (o := self.get(i)) is not None)
         extra = [
-            o for o in self.created if o.created_at is not None and start <= o.created_at < end
+            self.changed.get(o.id, o)
+            for o in self.created
+            if o.created_at is not None and start <= o.created_at < end
         ]
         if not extra:
-            yield from (o for o in base if o is not None)
+            yield from base
             return
-        merged = [o for o in base if o is not None] + [self.changed.get(o.id, o) for o in extra]
-        merged.sort(key=lambda o: (o.created_at, o.id))
-        yield from merged
+        # Lazily, like the base orders: a dense window is generated as it is encoded.
+        extra.sort(key=_creation_key)
+        yield from heapq.merge(base, extra, key=_creation_key)
 
     def all_ids(self) -> Iterator[int]:
         yield from range(1, self.base_count + 1)
@@ -441,3 +444,8 @@ def generate_order(seed: int, index: int, created_micros: int) -> Order:
         store_name=store_name,
         cancel_reason=cancel_reason,
     )
+
+
+def _creation_key(order: Order) -> tuple[datetime, int]:
+    assert order.created_at is not None
+    return order.created_at, order.id
