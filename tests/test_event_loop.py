@@ -97,11 +97,13 @@ async def test_asyncio_debug_mode_sees_no_slow_step(caplog: pytest.LogCaptureFix
     loop.slow_callback_duration = 0.05
     caplog.set_level(logging.WARNING, logger="asyncio")
     try:
-        async with Sandbox(orders=8_000, days=1) as sandbox:
-            async with ConnexiClient(**sandbox.credentials) as client:
-                count = 0
-                async for _ in client.orders(OCT1, OCT1 + timedelta(days=1)):
-                    count += 1
+        async with (
+            Sandbox(orders=8_000, days=1) as sandbox,
+            ConnexiClient(**sandbox.credentials) as client,
+        ):
+            count = 0
+            async for _ in client.orders(OCT1, OCT1 + timedelta(days=1)):
+                count += 1
         assert count == 8_000
     finally:
         loop.set_debug(False)
