@@ -82,11 +82,13 @@ async def _write_batches() -> None:
         )
         for i in range(5_000)
     ]
-    async with Sandbox(orders=100, days=1) as sandbox:
-        async with ConnexiClient(**sandbox.credentials, max_batch=5_000, timeout=600) as client:
-            async with ticker() as lateness:
-                created = await client.create_orders(batch)
-                updated = await client.update_order_statuses([(o.id, "accepted") for o in created])
+    async with (
+        Sandbox(orders=100, days=1) as sandbox,
+        ConnexiClient(**sandbox.credentials, max_batch=5_000, timeout=600) as client,
+        ticker() as lateness,
+    ):
+        created = await client.create_orders(batch)
+        updated = await client.update_order_statuses([(o.id, "accepted") for o in created])
     assert len(created) == len(updated) == 5_000
     assert max(lateness) < GENEROUS, f"the loop stalled {max(lateness) * 1000:.0f} ms"
 
