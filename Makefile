@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/connexi-async demo -o demo-orders.jsonl
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:

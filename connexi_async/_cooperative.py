@@ -28,7 +28,7 @@ Steps = Generator[None, None, T]
 # How long one slice may hold the loop before it is given back. A step between two
 # yields is far shorter (a ~1 ms piece, a few dozen records), so a slice ends within a
 # step of this.
-SLICE_SECONDS = 0.001
+SLICE_SECONDS = 0.0005
 
 _clock = time.perf_counter
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
