@@ -49,8 +49,8 @@ class Body:
     """Bytes held as a list of chunks, read by offset without joining them.
 
     >>> body = Body([b'{"orders":[', b'{"id":1}]}'])
-    >>> len(body), body.slice(11, 19), body.count(b"{", 0, len(body))
-    (21, b'{"id":1}', 2)
+    >>> len(body), body.slice(11, 19), body.slice(11, 19, b"[", b"]")
+    (21, b'{"id":1}', b'[{"id":1}]')
     """
 
     __slots__ = ("_chunks", "_starts", "size")
@@ -87,15 +87,6 @@ class Body:
             parts.append(bytes(chunk[low:high]) if low or high < len(chunk) else bytes(chunk))
         parts.append(after)
         return b"".join(parts)
-
-    def count(self, sub: bytes, a: int, b: int) -> int:
-        """How many times a one-byte ``sub`` occurs in ``[a, b)``, without copying."""
-        return sum(
-            chunk.count(sub, low, high)
-            if chunk.__class__ is bytes or isinstance(chunk, bytes | bytearray)
-            else bytes(chunk[low:high]).count(sub)
-            for chunk, low, high in self._parts(a, b)
-        )
 
     def whole(self) -> bytes:
         """Everything joined: only for the layouts the piecewise reading cannot handle."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import uuid
 from collections import OrderedDict
@@ -49,11 +50,14 @@ STAMPS: dict[str, tuple[str, str | None]] = {
 SANDBOX_USER_ID = 900  # the user id the sandbox stamps into *_by fields
 
 STATE_KEY: web.AppKey[SandboxState] = web.AppKey("connexi_sandbox_state")
+# (start µs, end µs, cap, dataset version): a window's body as the data stands.
+_CacheKey = tuple[int, int, int | None, int]
 # Encoded window bodies kept for repeated reads: enough for benchmarks' repeated rounds
 # over 100k orders, small enough for a test helper.
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
-# Set on a request whose whole body a fault needs before anything is written.
-_BUFFERED = "connexi_sandbox_buffered"
+# Set while serving a request whose whole body a fault needs before anything is written
+# (a context variable: the handler runs in the same task as the middleware).
+_BUFFERED: contextvars.ContextVar[bool] = contextvars.ContextVar("buffered", default=False)
 
 
 @attrs.define(kw_only=True)
@@ -72,16 +76,17 @@ class SandboxState:
     redirect_to: str | None = None
     cache_bytes: int = DEFAULT_CACHE_BYTES
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
-    _cache: OrderedDict[tuple[int, int, int | None, int], list[bytes]] = attrs.field(
-        factory=OrderedDict
-    )
+    _cache: OrderedDict[_CacheKey, list[bytes]] = attrs.field(factory=OrderedDict)
+    _generating: dict[_CacheKey, asyncio.Future[list[bytes]]] = attrs.field(factory=dict)
     _cached_bytes: int = 0
 
     async def window_parts(self, start: datetime, end: datetime) -> list[bytes]:
         """The encoded Get Order body of a window, in parts, cached until the next write.
 
         Generated and encoded in slices, so a dense window never holds the event loop
-        (the sandbox often shares it with the code under test)."""
+        (the sandbox often shares it with the code under test). One generation per
+        window at a time, shared: a client that times out and retries waits for the work
+        already under way instead of starting it again behind the others."""
         key = (
             int(start.timestamp() * 1_000_000),
             int(end.timestamp() * 1_000_000),
@@ -92,18 +97,33 @@ class SandboxState:
         if parts is not None:
             self._cache.move_to_end(key)
             return parts
+        pending = self._generating.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._generate(key, start, end))
+            self._generating[key] = pending
+            pending.add_done_callback(lambda _: self._generating.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _generate(self, key: _CacheKey, start: datetime, end: datetime) -> list[bytes]:
         orders = self.dataset.between(start, end)
         if self.cap is not None:
             orders = (o for _, o in zip(range(self.cap), orders, strict=False))
         parts = await run_sliced(orders_body_steps(orders, chunked=True))
         size = sum(len(p) for p in parts)
-        if size <= self.cache_bytes:
+        if size <= self.cache_bytes and key[3] == self.dataset.version:
             self._cache[key] = parts
             self._cached_bytes += size
         while self._cached_bytes > self.cache_bytes and self._cache:
             _, old = self._cache.popitem(last=False)
             self._cached_bytes -= sum(len(p) for p in old)
         return parts
+
+    async def close(self) -> None:
+        """Stop the generations still under way (their clients are gone)."""
+        tasks = list(self._generating.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -149,7 +169,7 @@ async def get_orders(request: web.Request) -> web.StreamResponse:
 
 async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamResponse:
     """A JSON body written part by part (each write waits for the socket to drain)."""
-    if request.get(_BUFFERED) or len(parts) == 1:
+    if _BUFFERED.get() or len(parts) == 1:
         return web.Response(body=b"".join(parts), content_type="application/json")
     response = web.StreamResponse()
     response.content_type = "application/json"
@@ -305,7 +325,7 @@ async def _apply_fault(
         await asyncio.sleep(state.stall_seconds)
         return await _serve(request, handler, state)
     # The body faults need the real body first.
-    request[_BUFFERED] = True
+    _BUFFERED.set(True)
     real = await _serve(request, handler, state)
     body = real.body if isinstance(real, web.Response) and isinstance(real.body, bytes) else b"{}"
     half = max(len(body) // 2, 1)

@@ -161,6 +161,7 @@ class Sandbox:
         self._base_url = URL.build(scheme="http", host=host, port=port)
 
     async def stop(self) -> None:
+        await self.state.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
