@@ -17,6 +17,8 @@ from ._convert import (
     encode_new_orders,
     encode_orders,
     encode_status_updates,
+    to_dict,
+    to_json,
 )
 from ._errors import (
     APIError,
@@ -91,4 +93,6 @@ __all__ = [
     "encode_status_updates",
     "plan_windows",
     "split_window",
+    "to_dict",
+    "to_json",
 ]

@@ -26,6 +26,7 @@ the client and the sandbox in slices that give the loop back.
 
 from __future__ import annotations
 
+import difflib
 import json
 import operator
 import re
@@ -58,6 +59,8 @@ __all__ = [
     "encode_new_orders",
     "encode_orders",
     "encode_status_updates",
+    "to_dict",
+    "to_json",
 ]
 
 T = TypeVar("T")
@@ -983,9 +986,73 @@ def decode_orders(payload: bytes | str, *, context: str = "") -> list[Order]:
     return run_steps(_decode_steps(payload, _ORDERS, context))
 
 
-def decode_new_orders(payload: bytes | str, *, context: str = "") -> list[NewOrder]:
-    """Decode a Create Order request body (what the sandbox receives)."""
+def decode_new_orders(
+    payload: bytes | str, *, context: str = "", strict: bool = False
+) -> list[NewOrder]:
+    """Decode a Create Order request body (what the sandbox receives).
+
+    With ``strict=True``, for orders a *person* wrote (the CLI's ``create``): a field the
+    model does not have is refused, naming the closest known one, and so is a timestamp
+    without a zone, rather than read as UTC.
+
+    >>> decode_new_orders(b'[{"totl": 150000}]', strict=True)
+    Traceback (most recent call last):
+    ...
+    connexi_async._errors.DecodeError: could not decode the payload (1 problem): $[0].totl: unknown field (did you mean total?)
+    """
+    if strict:
+        _check_written_by_hand(payload, context)
     return run_steps(_decode_steps(payload, _NEW_ORDERS, context))
+
+
+_ORDER_NAMES = frozenset(a.name for a in attrs.fields(NewOrder))
+_ITEM_NAMES = frozenset(a.name for a in attrs.fields(NewLineItem))
+_TIMESTAMP_NAMES = frozenset(n for n, kind, _ in _field_kinds(NewOrder) if kind == _TS)
+_ZONED = re.compile(r".*(?:[Zz]|[+-]\d{2}:?\d{2})", re.ASCII | re.DOTALL)
+
+
+def _check_written_by_hand(payload: bytes | str, context: str) -> None:
+    """The strict checks of :func:`decode_new_orders`; the rest is the usual decoding."""
+    try:
+        data = _load_record(payload.encode() if isinstance(payload, str) else payload)
+    except (ValueError, RecursionError, UnicodeEncodeError):
+        return  # the usual decoding names what is wrong with it
+    try:
+        records, base = _records(data, _NEW_ORDERS.keys, context)
+    except DecodeError:
+        return
+    errors: list[FieldError] = []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            continue
+        path = f"{base}[{index}]"
+        _unknown_fields(record, _ORDER_NAMES, path, errors)
+        for name in _TIMESTAMP_NAMES & record.keys():
+            value = record[name]
+            naive = isinstance(value, str) and not _ZONED.fullmatch(value)
+            if naive and value not in ("", GO_ZERO_TIME):
+                errors.append(
+                    FieldError(
+                        f"{path}.{name}",
+                        f"{_show(value)} has no time zone: add Z (UTC) or an offset such "
+                        "as +07:00; it is not guessed",
+                    )
+                )
+        items = record.get("line_items")
+        for item_index, item in enumerate(items if isinstance(items, list) else []):
+            if isinstance(item, dict):
+                _unknown_fields(item, _ITEM_NAMES, f"{path}.line_items[{item_index}]", errors)
+    if errors:
+        raise DecodeError(errors, context=context)
+
+
+def _unknown_fields(
+    record: dict[str, Any], known: frozenset[str], path: str, errors: list[FieldError]
+) -> None:
+    for name in record.keys() - known:
+        close = difflib.get_close_matches(str(name), sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        errors.append(FieldError(f"{path}.{name}", f"unknown field{hint}"))
 
 
 def decode_status_updates(payload: bytes | str, *, context: str = "") -> list[StatusUpdate]:
@@ -1309,9 +1376,36 @@ def encode_locations(locations: Iterable[Location]) -> bytes:
     return run_steps(locations_body_steps(locations))[0]
 
 
-def encode_record(record: Order | NewOrder | Location | StatusUpdate) -> str:
+def encode_record(
+    record: Order | NewOrder | LineItem | NewLineItem | Location | StatusUpdate,
+) -> str:
     """One record as compact JSON text (a JSON Lines line, without the newline)."""
     encode = _ENCODE.get(type(record))
     if encode is None:
         raise EncodeError(f"expected a model, got {type(record).__name__}")
     return encode(record)
+
+
+def to_json(record: Order | NewOrder | LineItem | NewLineItem | StatusUpdate | Location) -> str:
+    """One model as compact JSON text, by exactly the rules the encoders send with:
+    amounts with their exact digits, timestamps RFC 3339 UTC with ``Z`` (unset ones left
+    out), bounds and strictness included (an :class:`EncodeError` otherwise).
+
+    >>> to_json(StatusUpdate(id=111, status="accepted"))
+    '{"id":111,"status":"accepted"}'
+    """
+    return encode_record(record)
+
+
+def to_dict(
+    record: Order | NewOrder | LineItem | NewLineItem | StatusUpdate | Location,
+) -> dict[str, Any]:
+    """One model as a JSON-ready dict: :func:`to_json` read back, so the values are what
+    would be sent. Amounts stay exact: a ``Decimal``, or an ``int`` when whole (as the JSON
+    number is written); timestamps are RFC 3339 text.
+
+    >>> to_dict(Order(id=1, total=Decimal("0.10")))["total"]
+    Decimal('0.10')
+    """
+    value: dict[str, Any] = json.loads(to_json(record), parse_float=Decimal)
+    return value

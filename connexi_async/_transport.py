@@ -154,7 +154,8 @@ def check_base_url(base_url: str | URL, *, allow_insecure_http: bool) -> URL:
     if url.scheme == "http" and not (allow_insecure_http or _is_loopback(url.host)):
         raise ConfigurationError(
             f"base_url {url} is plain http: the api_secret would cross the network unencrypted. "
-            "Use https, or pass allow_insecure_http=True if you really mean it"
+            "Use https, or pass allow_insecure_http=True (--allow-insecure-http on the "
+            "command line) if you really mean it"
         )
     return url
 
@@ -298,6 +299,7 @@ class Transport:
         self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._user_session = session
         self._own_session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._clock = clock
         self._sleep = sleep
@@ -328,8 +330,25 @@ class Transport:
     def _session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ConnexiError("this client is closed; create a new ConnexiClient")
+        loop = asyncio.get_running_loop()
         if self._user_session is not None:
+            if getattr(self._user_session, "_loop", loop) is not loop:
+                raise ConfigurationError(
+                    "the aiohttp session passed as session= belongs to another event loop "
+                    "(one that an earlier asyncio.run() closed?): create the session and the "
+                    "client inside the loop that uses them, or leave session= out and the "
+                    "client makes its own per loop"
+                )
             return self._user_session
+        if self._own_session is not None and self._session_loop is not loop:
+            if self._session_loop is not None and not self._session_loop.is_closed():
+                raise ConfigurationError(
+                    "this client is in use in another event loop that is still running: "
+                    "create one client per event loop"
+                )
+            # A module-level client used by two asyncio.run() calls (a script, a notebook):
+            # the old loop and its connections are gone, so is our session; make a new one.
+            self._discard_session()
         if self._own_session is None:
             # Created here, inside the running loop, on first use.
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
@@ -339,11 +358,41 @@ class Transport:
             if hasattr(session, "_retry_connection"):
                 session._retry_connection = False
             self._own_session = session
+            self._session_loop = loop
         return self._own_session
+
+    def _discard_session(self) -> None:
+        """Let go of our session of a closed loop: nothing of it can be awaited any more."""
+        session, self._own_session = self._own_session, None
+        if session is None:
+            return
+        connector = session.connector
+        session.detach()  # closed, without the "Unclosed client session" warning
+        if connector is None:
+            return
+        # Its pooled connections cannot be closed through their dead loop: close their
+        # sockets directly (aiohttp's pool is private, hence the care), or each would
+        # linger until garbage collection and warn then.
+        with contextlib.suppress(Exception):
+            for pooled in list(getattr(connector, "_conns", {}).values()):
+                for protocol, *_ in pooled:
+                    transport = getattr(protocol, "transport", None)
+                    sock = getattr(transport, "_sock", None)
+                    if sock is not None:
+                        sock.close()
+                        transport._sock = None  # type: ignore[union-attr]
+            connector._conns.clear()
+        with contextlib.suppress(Exception):
+            waiter = connector.close()
+            if asyncio.iscoroutine(waiter):
+                waiter.close()
 
     async def aclose(self) -> None:
         """Close our own session (never the user's). Safe to call twice."""
         self._closed = True
+        if self._session_loop is not asyncio.get_running_loop():
+            self._discard_session()  # made in a loop that is gone: nothing to await
+            return
         session, self._own_session = self._own_session, None
         if session is not None:
             await session.close()

@@ -10,9 +10,12 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import difflib
+import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -25,6 +28,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from . import __version__
 from ._client import ConnexiClient
 from ._convert import decode_new_orders, decode_status_updates, encode_record
 from ._errors import (
@@ -38,7 +42,7 @@ from ._errors import (
     WindowError,
     format_instant,
 )
-from ._models import Location, Order, StatusUpdate
+from ._models import Location, Order, OrderStatus, StatusUpdate
 from ._stream import RecordStream
 from .sandbox import Sandbox
 from .sandbox.__main__ import build_parser as build_sandbox_parser
@@ -46,6 +50,7 @@ from .sandbox.__main__ import serve as serve_sandbox
 from .sandbox._app import DEFAULT_CACHE_BYTES
 
 EXIT_OK, EXIT_USAGE, EXIT_AUTH, EXIT_API, EXIT_NETWORK, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a tool killed by the signal reports
 
 SANDBOX_START = datetime(2026, 10, 1, tzinfo=UTC)
 SANDBOX_DAYS = 31
@@ -101,7 +106,12 @@ def parse_time(text: str, *, now: Callable[[], datetime] = lambda: datetime.now(
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time: use 2026-10-01, 2026-10-01T08:00:00+07:00, now or 7d"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone: add Z (UTC) or an offset such as +07:00; a date "
+            "alone (2026-10-01) means midnight UTC"
+        )
+    return parsed
 
 
 # -- output formats ----------------------------------------------------------------------
@@ -147,16 +157,21 @@ class RecordWriter:
         self.fmt = fmt
         self.kind = kind
         self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        self.written = 0  # lines or rows, what the summary counts
         if self._csv is not None:
             self._csv.writerow(ORDER_CSV_HEADER if kind == "orders" else LOCATION_CSV_HEADER)
 
     def write(self, record: Order | Location) -> None:
         if self._csv is None:
             self.out.write(encode_record(record) + "\n")
+            self.written += 1
         elif isinstance(record, Order):
             self._csv.writerow(order_csv_row(record))
+            self.written += 1
         else:
-            self._csv.writerows(location_rows(record))
+            rows = list(location_rows(record))
+            self._csv.writerows(rows)
+            self.written += len(rows)
 
 
 @contextlib.contextmanager
@@ -208,14 +223,16 @@ class Progress:
             self.err.write("\r\x1b[2K")
             self.err.flush()
 
-    def summary(self) -> str:
+    def summary(self, written: int, what: str) -> str:
+        """What was written (lines or rows, as the output counts them), and the stream."""
         s = self.stream.stats
         elapsed = time.monotonic() - self.started
-        rate = s.records_yielded / elapsed if elapsed > 0 else 0.0
+        rate = written / elapsed if elapsed > 0 else 0.0
         return (
-            f"{s.records_yielded:,} {self.noun} in {elapsed:.1f} s ({rate:,.0f}/s), "
-            f"{s.windows_done} windows, {s.retries} retries, "
-            f"{s.duplicates_dropped} duplicates dropped"
+            f"{written:,} {what} in {elapsed:.1f} s ({rate:,.0f}/s), "
+            f"{_count(s.windows_done, 'window', 'windows')}, "
+            f"{_count(s.retries, 'retry', 'retries')}, "
+            f"{_count(s.duplicates_dropped, 'duplicate', 'duplicates')} dropped"
         )
 
 
@@ -228,6 +245,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[ConnexiClient]:
         "connect_timeout": args.connect_timeout,
         "read_timeout": args.read_timeout,
         "max_attempts": args.max_attempts,
+        "allow_insecure_http": args.allow_insecure_http,
     }
     if args.sandbox:
         sandbox = Sandbox(
@@ -276,6 +294,10 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[ConnexiClient]:
 
 
 _resume_note: list[str] = []  # what to say if the run is interrupted or fails mid-stream
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
 
 
 def _resume_hint(stream: RecordStream[Any], since: datetime) -> str:
@@ -327,7 +349,10 @@ async def _drain(
             if since is not None:
                 _resume_note.append(_resume_hint(stream, since))
             raise
-    print(progress.summary(), file=sys.stderr)
+    what = noun
+    if noun == "locations":  # a JSON Lines line is a tree; a CSV row is one location
+        what = "location rows" if args.format == "csv" else "location trees"
+    print(progress.summary(writer.written, what), file=sys.stderr)
     return EXIT_OK
 
 
@@ -354,7 +379,19 @@ def _read_updates(args: argparse.Namespace) -> list[StatusUpdate]:
         updates.append(StatusUpdate(id=int(order_id), status=status.strip()))
     if not updates:
         raise UsageError("no status updates given: pass ID=STATUS pairs or --from FILE")
+    if not args.allow_unknown_status:
+        for update in updates:
+            if update.status.lower() not in _STATUSES:
+                close = difflib.get_close_matches(update.status.lower(), sorted(_STATUSES), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise UsageError(
+                    f"{update.status!r} is not an order status the API documents{hint}; "
+                    "pass --allow-unknown-status to send it anyway"
+                )
     return updates
+
+
+_STATUSES = frozenset({*(s.value for s in OrderStatus), "canceled"})
 
 
 async def cmd_update_status(args: argparse.Namespace) -> int:
@@ -363,26 +400,40 @@ async def cmd_update_status(args: argparse.Namespace) -> int:
         updated = await client.update_order_statuses(updates)
     for order in updated:
         sys.stdout.write(encode_record(order) + "\n")
-    print(f"updated {len(updates)} order statuses", file=sys.stderr)
+    print(f"updated {_count(len(updates), 'order status', 'order statuses')}", file=sys.stderr)
     return EXIT_OK
 
 
+def _orders_file(path: str) -> bytes:
+    """A file of orders as one JSON array: a JSON array, an ``{"orders": [...]}`` object,
+    or JSON Lines (one order a line, a single line included)."""
+    text = Path(path).read_bytes().strip()
+    if not text:
+        raise UsageError(f"{path} holds no orders")
+    if text.startswith(b"["):
+        return text
+    if text.startswith(b"{"):
+        with contextlib.suppress(ValueError):
+            whole = json.loads(text)
+            if isinstance(whole, dict) and ("orders" in whole or "data" in whole):
+                return text
+    lines = [line for line in text.splitlines() if line.strip()]
+    return b"[" + b",".join(lines) + b"]"
+
+
 async def cmd_create(args: argparse.Namespace) -> int:
-    raw = Path(args.file).read_bytes()
-    text = raw.strip()
     try:
-        if text.startswith((b"{", b"[")) and not (text.startswith(b"{") and b"\n{" in text):
-            new_orders = decode_new_orders(text, context=args.file)
-        else:  # JSON Lines: one order per line
-            lines = [line for line in text.splitlines() if line.strip()]
-            new_orders = decode_new_orders(b"[" + b",".join(lines) + b"]", context=args.file)
+        # Strict: these are orders a person wrote, not what a server sent.
+        new_orders = decode_new_orders(_orders_file(args.file), context=args.file, strict=True)
     except DecodeError as exc:
         raise UsageError(str(exc)) from None
+    if not new_orders:
+        raise UsageError(f"{args.file} holds no orders")
     async with connect(args) as client:
         created = await client.create_orders(new_orders)
     for order in created:
         sys.stdout.write(encode_record(order) + "\n")
-    print(f"created {len(new_orders)} orders", file=sys.stderr)
+    print(f"created {_count(len(created), 'order', 'orders')}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -463,6 +514,11 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
         "--api-secret",
         help="default: $CONNEXI_API_SECRET (prefer the variable: arguments show in ps)",
     )
+    group.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain-http --base-url that is not on loopback (the secret travels unencrypted)",
+    )
     group.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
     group.add_argument("--read-timeout", type=float, default=30.0, metavar="S")
     group.add_argument("--max-attempts", type=int, default=5, metavar="N")
@@ -475,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pull orders and stock from SIRCLO's Connexi API, update statuses, create orders.",
         epilog="example: connexi-async orders --sandbox --since 2026-10-01 --until 2026-10-08 -o week.jsonl",
     )
+    parser.add_argument("--version", action="version", version=f"connexi-async {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = {"choices": ["jsonl", "csv"], "default": "jsonl", "help": "output format (default jsonl)"}
 
@@ -525,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument(
         "--from", dest="from_file", metavar="FILE", help="ID=STATUS lines or a JSON list"
     )
+    update.add_argument(
+        "--allow-unknown-status",
+        action="store_true",
+        help="send a status the API does not document (new ones may appear)",
+    )
     _connection_options(update)
     update.set_defaults(handler=cmd_update_status)
 
@@ -574,6 +636,43 @@ def _exit_code(exc: BaseException) -> int:
     return EXIT_API
 
 
+class _Terminated(Exception):
+    """The run was stopped by SIGTERM or SIGHUP."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.name = signal.Signals(number).name
+        super().__init__(self.name)
+
+
+async def _with_signals(args: argparse.Namespace) -> int:
+    """Run the command; SIGTERM and SIGHUP cancel it as Ctrl-C does."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(number: int) -> None:
+        received.append(number)
+        task.cancel()
+
+    handled = []
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(number, stop, number)
+            handled.append(number)
+    try:
+        code: int = await args.handler(args)
+        return code
+    except asyncio.CancelledError:
+        if received:
+            raise _Terminated(received[0]) from None
+        raise
+    finally:
+        for number in handled:
+            loop.remove_signal_handler(number)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -585,12 +684,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _resume_note.clear()
     try:
-        code: int = asyncio.run(args.handler(args))
+        code: int = asyncio.run(_with_signals(args))
         return code
     except KeyboardInterrupt:
         note = f" {_resume_note[0]}" if _resume_note else ""
         print(f"Interrupted.{note}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated as stop:
+        # SIGTERM (timeout, systemd, docker, Kubernetes) and SIGHUP end a run the way
+        # Ctrl-C does: whole records written, a resume point, 128 + the signal's number.
+        note = f" {_resume_note[0]}" if _resume_note else ""
+        print(f"Terminated by {stop.name}.{note}", file=sys.stderr)
+        return 128 + stop.number
+    except BrokenPipeError:
+        # The reader went away (`... | head`): end quietly, as Unix tools do. Whatever
+        # is still buffered for stdout goes nowhere rather than into a second error.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except UsageError as exc:
         print(f"connexi-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -601,7 +712,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, OSError) and not isinstance(exc, ConnexiError):
             print(f"connexi-async: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"connexi-async: error: {exc}{note}", file=sys.stderr)
+        said = str(exc)
+        print(
+            f"connexi-async: error: {said}{'' if said.endswith('.') else '.'}{note}",
+            file=sys.stderr,
+        )
         return _exit_code(exc)
     finally:
         with contextlib.suppress(Exception):

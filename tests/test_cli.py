@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+import connexi_async
 from connexi_async import decode_locations, decode_orders
 from connexi_async.cli import parse_duration, parse_time
 from connexi_async.sandbox import FaultKind, Sandbox
@@ -173,7 +174,17 @@ async def test_failing_window_says_where_to_resume(connexi_sandbox: Sandbox) -> 
     assert out == ""
 
 
-async def test_sigint_leaves_complete_records(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("number", "code", "said"),
+    [
+        (signal.SIGINT, 130, "Interrupted."),
+        (signal.SIGTERM, 143, "Terminated by SIGTERM."),
+        (signal.SIGHUP, 129, "Terminated by SIGHUP."),
+    ],
+)
+async def test_a_signal_leaves_complete_records(
+    tmp_path: Path, number: int, code: int, said: str
+) -> None:
     target = tmp_path / "orders.jsonl"
     async with Sandbox(orders=3_000, days=10, latency_ms=150) as sandbox:
         env = cli_env(sandbox)
@@ -186,11 +197,11 @@ async def test_sigint_leaves_complete_records(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
             if target.exists() and target.stat().st_size > 10_000:
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(number)
         _, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 130
+    assert process.returncode == code
     message = err.decode()
-    assert "Interrupted." in message
+    assert said in message
     assert "The output is complete up to" in message
     stamp = message.split("complete up to ")[1].split(": resume")[0]
     resume = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
@@ -325,3 +336,81 @@ async def tiny_get_server(handler: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def test_version_insecure_http_and_wording(connexi_sandbox: Sandbox, tmp_path: Path) -> None:
+    code, out, _ = await run_cli("--version")
+    assert code == 0
+    assert out.strip() == f"connexi-async {connexi_async.__version__}"
+    code, _, err = await run_cli(
+        "orders", "--since", "2026-10-01", sandbox=connexi_sandbox,
+        env={"CONNEXI_BASE_URL": "http://example.com"},
+    )  # fmt: skip
+    assert code == 2
+    assert "--allow-insecure-http" in err
+    order = next(iter(connexi_sandbox.dataset.between(OCT1, OCT1 + timedelta(days=30))))
+    code, _, err = await run_cli(
+        "update-status", f"{order.id}={order.order_status or 'pending'}", sandbox=connexi_sandbox
+    )
+    assert code == 0, err
+    assert "updated 1 order status\n" in err
+    target = tmp_path / "stock.csv"
+    code, _, err = await run_cli(
+        "stocks", "--format", "csv", "-o", str(target), sandbox=connexi_sandbox
+    )
+    assert code == 0, err
+    rows = len(target.read_text().splitlines()) - 1  # the header
+    assert f"{rows:,} location rows in" in err
+
+
+async def test_a_closed_stdout_ends_quietly(connexi_sandbox: Sandbox) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connexi_async", "orders", "--since", "2026-10-01",
+        "--until", "2026-10-31", "--format", "csv",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=cli_env(connexi_sandbox),
+    )  # fmt: skip
+    assert process.stdout is not None
+    await process.stdout.readline()
+    await process.stdout.readline()
+    process.stdout.feed_eof()
+    transport = process._transport  # type: ignore[attr-defined]
+    transport.get_pipe_transport(1).close()  # what `| head -2` does when it exits
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 141
+    assert "Broken pipe" not in err.decode()
+    assert "Traceback" not in err.decode()
+
+
+async def test_create_and_update_check_what_a_person_wrote(
+    connexi_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"remote_order_id": "X1", "marketplace_code": "bklp", "total": 5}\n')
+    code, _, err = await run_cli("create", str(one), sandbox=connexi_sandbox)
+    assert code == 0, err
+    assert "created 1 order\n" in err
+    for text, fragment in (
+        ("", "holds no orders"),
+        ('{"remote_order_id": "X2", "totl": 150000}', "did you mean total?"),
+        ('{"remote_order_id": "X3", "total": "abc"}', "expected an amount"),
+        ('{"remote_order_id": "X4", "order_date": "2026-11-27 10:00:00"}', "no time zone"),
+    ):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(text)
+        code, _, err = await run_cli("create", str(bad), sandbox=connexi_sandbox)
+        assert code == 2, (text, err)
+        assert fragment in err
+    assert connexi_sandbox.recorder.count("POST /v1/order") == 1
+    code, _, err = await run_cli(
+        "orders", "--since", "2026-10-01T10:00:00", sandbox=connexi_sandbox
+    )
+    assert code == 2
+    assert "no time zone" in err
+    code, _, err = await run_cli("update-status", "73454=acceptd", sandbox=connexi_sandbox)
+    assert code == 2
+    assert "did you mean accepted?" in err
+    assert connexi_sandbox.recorder.count("PATCH /v1/order") == 0
+    code, _, err = await run_cli(
+        "update-status", "73454=acceptd", "--allow-unknown-status", sandbox=connexi_sandbox
+    )
+    assert code == 4  # sent, and refused by the server

@@ -367,7 +367,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             recorder.writes.append((route, await request.read()))
         if state.latency_ms:
             await asyncio.sleep(state.latency_ms / 1000)
-        fault = state.faults.next_fault(request.method, request.path)
+        fault = state.faults.next_fault(request.method, request.path, request.query)
         if fault is not None:
             recorder.faults[fault] += 1
             return await _apply_fault(fault, request, handler, state)

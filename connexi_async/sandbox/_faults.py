@@ -5,11 +5,14 @@ from __future__ import annotations
 import enum
 import random
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
-__all__ = ["RETRYABLE_FAULTS", "FaultKind", "Faults", "Recorder"]
+__all__ = ["RETRYABLE_FAULTS", "FaultKind", "Faults", "Predicate", "Recorder"]
+
+# Called with a request's query parameters: whether a scripted fault is aimed at it.
+Predicate = Callable[[Mapping[str, str]], bool]
 
 
 class FaultKind(enum.StrEnum):
@@ -66,12 +69,21 @@ class Faults:
     """
 
     def __init__(self) -> None:
-        self._scripts: list[tuple[str, deque[FaultKind]]] = []
+        self._scripts: list[tuple[str, deque[FaultKind], Predicate | None]] = []
         self._rates: list[_Rate] = []
 
-    def script(self, route: str, *kinds: FaultKind | str) -> None:
-        """The next requests matching ``route`` get these faults, one each, in order."""
-        self._scripts.append((route, deque(FaultKind(k) for k in kinds)))
+    def script(self, route: str, *kinds: FaultKind | str, when: Predicate | None = None) -> None:
+        """The next requests matching ``route`` get these faults, one each, in order.
+
+        ``when`` aims them at some requests only: it is called with the request's query
+        (a mapping such as ``{"start": "2026-10-02T00:00:00Z", "end": ...}``), so one
+        window can fail after all its retries while its neighbours succeed:
+
+        >>> faults = Faults()
+        >>> faults.script("GET /v1/order", *["unavailable"] * 5,
+        ...               when=lambda q: q.get("start") == "2026-10-02T00:00:00Z")
+        """
+        self._scripts.append((route, deque(FaultKind(k) for k in kinds), when))
 
     def rate(
         self,
@@ -93,9 +105,11 @@ class Faults:
         self._scripts.clear()
         self._rates.clear()
 
-    def next_fault(self, method: str, path: str) -> FaultKind | None:
-        for route, queue in self._scripts:
-            if queue and _matches(route, method, path):
+    def next_fault(
+        self, method: str, path: str, query: Mapping[str, str] | None = None
+    ) -> FaultKind | None:
+        for route, queue, when in self._scripts:
+            if queue and _matches(route, method, path) and (when is None or when(query or {})):
                 return queue.popleft()
         for plan in self._rates:
             if _matches(plan.route, method, path) and plan.rng.random() < plan.rate:
