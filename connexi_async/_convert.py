@@ -700,6 +700,20 @@ _LOCATIONS = _Kind(
 # ---------------------------------------------------------------------------------------
 
 _CONVERT_BATCH = 16  # records prepared or built between two yields (~0.2 ms)
+
+
+@attrs.frozen
+class _Pace:
+    """How finely decoding is cut: the bytes of a piece, the records between two yields.
+    Fine for the loop (the client, the sandbox); coarse when nothing else waits (the
+    synchronous ``decode_*``), where the cuts would only cost time."""
+
+    piece_bytes: int
+    batch: int
+
+
+_SLICED = _Pace(DEFAULT_PIECE_BYTES, _CONVERT_BATCH)
+_AT_ONCE = _Pace(DEFAULT_PIECE_BYTES, 512)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 _any_value = msgspec.json.Decoder(Any)
 _envelope = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
@@ -845,7 +859,7 @@ def _general_region(body: Body, keys: tuple[str, ...], context: str) -> tuple[by
 
 
 def _decode_steps(
-    payload: object, kind: _Kind, context: str, *, built: bool = True
+    payload: object, kind: _Kind, context: str, *, built: bool = True, pace: _Pace = _SLICED
 ) -> Steps[list[Any]]:
     """Decode a body of records as a generator of short steps (see _cooperative).
 
@@ -853,12 +867,14 @@ def _decode_steps(
     pass each through ``kind.build`` as it is handed out (what RecordStream does)."""
     body = _as_body(payload, context)
     try:
-        return (yield from _msgspec_path(body, kind, context, built))
+        return (yield from _msgspec_path(body, kind, context, built, pace))
     except _Refused:
         return _json_path(body.whole(), kind, context)
 
 
-def _msgspec_path(body: Body, kind: _Kind, context: str, built: bool) -> Steps[list[Any]]:
+def _msgspec_path(
+    body: Body, kind: _Kind, context: str, built: bool, pace: _Pace
+) -> Steps[list[Any]]:
     region = _plain_region(body, kind.keys)
     if region is None:
         array, base = _general_region(body, kind.keys, context)
@@ -874,10 +890,12 @@ def _msgspec_path(body: Body, kind: _Kind, context: str, built: bool) -> Steps[l
     index = 0
     a = start
     while True:
-        b, following = _cut(body, end, a + DEFAULT_PIECE_BYTES)
+        b, following = _cut(body, end, a + pace.piece_bytes)
         for _miss in range(_CUT_MISSES):
             piece = body.slice(a, b, b"[", b"]")
-            count = yield from _decode_piece(piece, kind, base, index, results, errors, convert)
+            count = yield from _decode_piece(
+                piece, kind, base, index, results, errors, convert, pace.batch
+            )
             if count is not None or b >= end:
                 break
             # Not whole records after all (a bracket inside a string fooled the cut):
@@ -886,7 +904,9 @@ def _msgspec_path(body: Body, kind: _Kind, context: str, built: bool) -> Steps[l
         if count is None:
             # Still no valid piece: the rest of the array as one settles what it is.
             rest = body.slice(a, end, b"[", b"]")
-            count = yield from _decode_piece(rest, kind, base, index, results, errors, convert)
+            count = yield from _decode_piece(
+                rest, kind, base, index, results, errors, convert, pace.batch
+            )
             if count is None:
                 raise _Refused
             break
@@ -917,6 +937,7 @@ def _decode_piece(
     results: list[Any],
     errors: list[FieldError],
     convert: Callable[[Any], Any],
+    batch_size: int,
 ) -> Steps[int | None]:
     """Decode one piece of whole records (a JSON list) into ``results``: how many it
     held, or ``None`` when the piece is not a valid JSON list of values."""
@@ -928,8 +949,8 @@ def _decode_piece(
         return None
     yield
     if wires is not None:
-        for offset in range(0, len(wires), _CONVERT_BATCH):
-            batch = wires[offset : offset + _CONVERT_BATCH]
+        for offset in range(0, len(wires), batch_size):
+            batch = wires[offset : offset + batch_size]
             try:
                 results += [convert(w) for w in batch]
             except Exception:
@@ -946,7 +967,7 @@ def _decode_piece(
         return None
     for index in range(done, len(raws)):
         _decode_one(raws[index], kind, f"{base}[{first + index}]", results, errors, convert)
-        if index % _CONVERT_BATCH == 0:
+        if index % batch_size == 0:
             yield
     return len(raws)
 
@@ -983,7 +1004,7 @@ def decode_orders(payload: bytes | str, *, context: str = "") -> list[Order]:
     >>> [o.id for o in decode_orders(b'{"orders": [{"id": 111, "total": 47500}]}')]
     [111]
     """
-    return run_steps(_decode_steps(payload, _ORDERS, context))
+    return run_steps(_decode_steps(payload, _ORDERS, context, pace=_AT_ONCE))
 
 
 def decode_new_orders(
@@ -1002,7 +1023,7 @@ def decode_new_orders(
     """
     if strict:
         _check_written_by_hand(payload, context)
-    return run_steps(_decode_steps(payload, _NEW_ORDERS, context))
+    return run_steps(_decode_steps(payload, _NEW_ORDERS, context, pace=_AT_ONCE))
 
 
 _ORDER_NAMES = frozenset(a.name for a in attrs.fields(NewOrder))
@@ -1057,7 +1078,7 @@ def _unknown_fields(
 
 def decode_status_updates(payload: bytes | str, *, context: str = "") -> list[StatusUpdate]:
     """Decode an Update Order request body: ``[{"id": 1, "status": "accepted"}, ...]``."""
-    return run_steps(_decode_steps(payload, _STATUS_UPDATES, context))
+    return run_steps(_decode_steps(payload, _STATUS_UPDATES, context, pace=_AT_ONCE))
 
 
 def decode_locations(payload: bytes | str, *, context: str = "") -> list[Location]:
@@ -1066,7 +1087,7 @@ def decode_locations(payload: bytes | str, *, context: str = "") -> list[Locatio
     >>> decode_locations(b'{"locations": [{"location_code": "ID"}]}')[0].location_code
     'ID'
     """
-    return run_steps(_decode_steps(payload, _LOCATIONS, context))
+    return run_steps(_decode_steps(payload, _LOCATIONS, context, pace=_AT_ONCE))
 
 
 # The same decoders as generators of steps, for the client and the sandbox to run sliced.
