@@ -197,7 +197,7 @@ class ConnexiClient:
                 f"{self.max_batch:,} (each POST has its own outcome, so catch "
                 "OutcomeUnknownError per batch), or raise max_batch if your server takes more"
             )
-        (body,) = await run_sliced(new_orders_body_steps(items))
+        body = await run_sliced(new_orders_body_steps(items))
         try:
             response = await self._transport.request("POST", "/v1/order", body=body)
         except asyncio.CancelledError:
@@ -230,7 +230,7 @@ class ConnexiClient:
             return []
         changed: list[Order] = []
         for first in range(0, len(items), self.max_batch):
-            (body,) = await run_sliced(
+            body = await run_sliced(
                 status_updates_body_steps(items[first : first + self.max_batch])
             )
             response = await self._transport.request("PATCH", "/v1/order", body=body)

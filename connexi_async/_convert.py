@@ -1358,11 +1358,13 @@ def orders_body_steps(orders: Iterable[Order], *, chunked: bool = False) -> Step
 
 
 def new_orders_body_steps(orders: Iterable[NewOrder]) -> Steps[list[bytes]]:
-    return _encode_steps(orders, NewOrder, "orders")
+    """The Create Order body in parts, never joined (see the transport)."""
+    return _encode_steps(orders, NewOrder, "orders", chunked=True)
 
 
 def status_updates_body_steps(updates: Iterable[StatusUpdate]) -> Steps[list[bytes]]:
-    return _encode_steps(updates, StatusUpdate, None)
+    """The Update Order body in parts, never joined (see the transport)."""
+    return _encode_steps(updates, StatusUpdate, None, chunked=True)
 
 
 def locations_body_steps(locations: Iterable[Location]) -> Steps[list[bytes]]:
@@ -1384,12 +1386,12 @@ def encode_new_orders(orders: Iterable[NewOrder]) -> bytes:
     >>> encode_new_orders([NewOrder(remote_order_id="1", total=Decimal("0.10"))])[:40]
     b'{"orders":[{"order_number":"","customer_'
     """
-    return run_steps(new_orders_body_steps(orders))[0]
+    return b"".join(run_steps(new_orders_body_steps(orders)))
 
 
 def encode_status_updates(updates: Iterable[StatusUpdate]) -> bytes:
     """The Update Order request body: ``[{"id": 111, "status": "accepted"}]``."""
-    return run_steps(status_updates_body_steps(updates))[0]
+    return b"".join(run_steps(status_updates_body_steps(updates)))
 
 
 def encode_locations(locations: Iterable[Location]) -> bytes:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import ipaddress
 import json
 import logging
 import math
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -420,7 +419,7 @@ class Transport:
         path: str,
         *,
         params: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: Payload | None = None,
     ) -> Response:
         """Send with retries; return a 2xx response or raise a :class:`ConnexiError`."""
         deadline = asyncio.timeout(_limit(self.timeouts.total))
@@ -448,7 +447,7 @@ class Transport:
         method: str,
         path: str,
         params: Mapping[str, str] | None,
-        body: bytes | None,
+        body: Payload | None,
     ) -> Response:
         url = self.url(path)
         # The secret stays a _Secret (a str whose repr is '***') all the way to aiohttp, so
@@ -540,7 +539,7 @@ class Transport:
         method: str,
         url: URL,
         params: Mapping[str, str] | None,
-        body: bytes | None,
+        body: Payload | None,
         headers: dict[str, str],
     ) -> tuple[int, Body, Mapping[str, str]]:
         session = self._session()
@@ -549,9 +548,7 @@ class Transport:
                 method,
                 url,
                 params=params,
-                # A large body goes out as a stream written in chunks, each write giving
-                # the loop back (and a fresh one per attempt: a stream is read once).
-                data=io.BytesIO(body) if body is not None and len(body) > _STREAMED_BODY else body,
+                data=_request_data(body),
                 headers=headers,
                 allow_redirects=False,
                 raise_for_status=False,
@@ -597,6 +594,26 @@ class Transport:
             retryable=False,
             error=ResponseTooLargeError,
         )
+
+
+# A request body: bytes, or the parts an encoder made (never joined when large).
+Payload = bytes | list[bytes]
+
+
+def _request_data(body: Payload | None) -> bytes | AsyncIterator[bytes] | None:
+    """What aiohttp sends: small bodies as bytes (with a Content-Length); a large one as a
+    stream of its parts, written one by one with the loop given back in between, and never
+    joined (a 25 MB join is a stall of its own). A fresh stream per attempt."""
+    if body is None or isinstance(body, bytes):
+        return body
+    if sum(len(part) for part in body) <= _STREAMED_BODY:
+        return b"".join(body)
+    return _stream_parts(body)
+
+
+async def _stream_parts(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
 
 
 def _read_in_small_bites(response: aiohttp.ClientResponse) -> None:

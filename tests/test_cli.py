@@ -152,6 +152,7 @@ async def test_exit_codes(connexi_sandbox: Sandbox) -> None:
     )  # fmt: skip
     assert code == 5
     assert "could not connect" in err
+    assert "). No window was completed" in err  # one sentence ends before the next
     code, _, err = await run_cli("orders", "--since", "last tuesday", sandbox=connexi_sandbox)
     assert code == 2
     assert "is not a time" in err

@@ -167,3 +167,8 @@ async def test_a_fault_can_be_aimed_at_one_window(connexi_sandbox: Sandbox) -> N
     first_day = connexi_sandbox.order_ids(OCT1, OCT1 + timedelta(days=1))
     assert set(first_day) <= set(got)  # the other windows were served
     assert connexi_sandbox.recorder.faults["unavailable"] == 3  # exactly that window's tries
+
+
+def test_the_sandbox_cache_is_small_by_default_and_an_option() -> None:
+    assert Sandbox().state.cache_bytes == 64 * 1024 * 1024
+    assert Sandbox(cache_bytes=1 << 20).state.cache_bytes == 1 << 20
