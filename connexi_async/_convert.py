@@ -775,19 +775,8 @@ def _records(data: Any, keys: tuple[str, ...], context: str) -> tuple[list[Any],
                     return [], f"$.{key}"
                 if isinstance(inner, list):
                     return inner, f"$.{key}"
-                raise DecodeError(
-                    [FieldError(f"$.{key}", f"expected a list, got {_show(inner)}")],
-                    context=context,
-                )
-        wanted = " or ".join(f'"{k}"' for k in keys)
-        raise DecodeError(
-            [
-                FieldError(
-                    "$", f"expected a list or an object with {wanted}, got keys {sorted(data)[:10]}"
-                )
-            ],
-            context=context,
-        )
+                raise _not_a_list(key, _show(inner), context)
+        raise _no_records_key(keys, data, context)
     raise DecodeError(
         [FieldError("$", f"expected a list or an object, got {_show(data)}")], context=context
     )
@@ -844,16 +833,19 @@ def _general_region(body: Body, keys: tuple[str, ...], context: str) -> tuple[by
                 shown = _show(_any_value.decode(inner))
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 shown = "an unreadable value"
-            raise DecodeError(
-                [FieldError(f"$.{key}", f"expected a list, got {shown}")], context=context
-            )
+            raise _not_a_list(key, shown, context)
+    raise _no_records_key(keys, outer, context)
+
+
+def _not_a_list(key: str, shown: str, context: str) -> DecodeError:
+    return DecodeError([FieldError(f"$.{key}", f"expected a list, got {shown}")], context=context)
+
+
+def _no_records_key(keys: tuple[str, ...], envelope: dict[str, Any], context: str) -> DecodeError:
     wanted = " or ".join(f'"{k}"' for k in keys)
-    raise DecodeError(
-        [
-            FieldError(
-                "$", f"expected a list or an object with {wanted}, got keys {sorted(outer)[:10]}"
-            )
-        ],
+    found = sorted(envelope)[:10]
+    return DecodeError(
+        [FieldError("$", f"expected a list or an object with {wanted}, got keys {found}")],
         context=context,
     )
 
