@@ -56,7 +56,7 @@ Sleep = Callable[[float], Awaitable[None]]
 # The densest window we support (a day of a very busy seller, ~100k orders) with room.
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
-_STREAMED_BODY = 256 * 1024
+_STREAMED_BODY = 4 * 1024 * 1024  # joined below (about a millisecond a MB), streamed above
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
