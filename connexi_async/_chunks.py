@@ -165,19 +165,26 @@ def next_cut(body: Body, end: int, at_least: int) -> tuple[int, int] | None:
     while position < end:
         window_end = min(end, position + _SEARCH_SPAN)
         text = body.slice(position, window_end)
-        offset = 0
+        offset = skip_to = 0
         while True:
             found = _candidate(text, offset)
             if found is None:
                 break
             close, following = found
             after = position + following
-            if _next_bracket_opens(body, after + 1, end):
+            opens, bracket = _next_bracket(body, after + 1, end)
+            if opens:
                 return position + close, after
-            offset = close
-        if window_end >= end:
+            # Every candidate before that "]" sees it first too: skip them all, so a long
+            # run of line items (or of "},{" inside a string) is looked at once, not once
+            # per candidate.
+            if bracket >= window_end:
+                skip_to = bracket
+                break
+            offset = max(close, bracket - position)
+        if window_end >= end or skip_to >= end:
             return None
-        position = max(window_end - 256, position + 1)
+        position = max(window_end - 256, position + 1, skip_to)
     return None
 
 
@@ -193,17 +200,18 @@ def _candidate(text: bytes, offset: int) -> tuple[int, int] | None:
     return None
 
 
-def _next_bracket_opens(body: Body, position: int, end: int) -> bool:
-    """Whether the first ``[`` or ``]`` at or after ``position`` is a ``[`` (or none is
-    near): looked for in growing spans, so a long record costs no more than it needs."""
+def _next_bracket(body: Body, position: int, end: int) -> tuple[bool, int]:
+    """Whether the first ``[`` or ``]`` at or after ``position`` is a ``[`` (or there is
+    none), and where it is: looked for in growing spans, so a long record costs no more
+    than it needs."""
     span = 2048
     while position < end:
         text = body.slice(position, min(end, position + span))
         opening, closing = text.find(b"["), text.find(b"]")
         if closing >= 0 and (opening < 0 or closing < opening):
-            return False
+            return False, position + closing
         if opening >= 0:
-            return True
+            return True, position + opening
         position += len(text)
         span *= 4
-    return True
+    return True, end

@@ -892,12 +892,14 @@ def _msgspec_path(
                 break
             # Not whole records after all (a bracket inside a string fooled the cut):
             # the same piece, on to the next candidate.
+            yield
             b, following = _cut(body, end, b + 1)
         if count is None:
-            # Still no valid piece: the rest of the array as one settles what it is.
+            # Still no valid piece: the rest of the array, split into records by one
+            # fast C pass (no typed decoding in that step), settles what it is.
             rest = body.slice(a, end, b"[", b"]")
             count = yield from _decode_piece(
-                rest, kind, base, index, results, errors, convert, pace.batch
+                rest, kind, base, index, results, errors, convert, pace.batch, typed=False
             )
             if count is None:
                 raise _Refused
@@ -930,15 +932,20 @@ def _decode_piece(
     errors: list[FieldError],
     convert: Callable[[Any], Any],
     batch_size: int,
+    *,
+    typed: bool = True,
 ) -> Steps[int | None]:
     """Decode one piece of whole records (a JSON list) into ``results``: how many it
-    held, or ``None`` when the piece is not a valid JSON list of values."""
-    try:
-        wires = kind.pieces.decode(piece)
-    except (msgspec.ValidationError, UnicodeDecodeError, RecursionError):
-        wires = None  # some record needs the validating path
-    except msgspec.DecodeError:
-        return None
+    held, or ``None`` when the piece is not a valid JSON list of values. With
+    ``typed=False`` the piece is first split into records, then decoded one by one."""
+    wires = None
+    if typed:
+        try:
+            wires = kind.pieces.decode(piece)
+        except (msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+            pass  # some record needs the validating path
+        except msgspec.DecodeError:
+            return None
     yield
     if wires is not None:
         for offset in range(0, len(wires), batch_size):

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import random as _random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -202,22 +203,38 @@ def _describe(exc: BaseException) -> tuple[str, bool, bool]:
 
 def _error_details(body: bytes | bytearray) -> tuple[str | None, str | None, str]:
     """(server message, reference, excerpt) from an error body, JSON or not."""
-    excerpt = body[:200].decode("utf-8", "replace")
+    excerpt = _printable(body[:200].decode("utf-8", "replace"))
     message = reference = None
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, None, excerpt
     if isinstance(parsed, dict):
         for key in ("message", "error", "error_message", "detail"):
             if isinstance(parsed.get(key), str) and parsed[key]:
-                message = parsed[key]
+                message = _printable(parsed[key])
                 break
         for key in ("reference", "request_id", "trace_id"):
             if isinstance(parsed.get(key), str) and parsed[key]:
-                reference = parsed[key]
+                reference = _printable(parsed[key])
                 break
     return message, reference, excerpt
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def _printable(text: str, limit: int = 500) -> str:
+    """Server text fit for an exception message and a log line: control characters (a
+    terminal escape, a NUL) and lone surrogates (which no UTF-8 stream can print) shown
+    escaped, and the length bounded."""
+    text = text[:limit]
+    return _UNPRINTABLE.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
 
 
 _STATUS_ERRORS: dict[int, type[APIError]] = {

@@ -437,3 +437,41 @@ def test_models_round_trip_through_the_encoder_with_bounds() -> None:
     )
     assert decode_orders(encode_orders([order])) == [order]
     assert NewLineItem().quantity == 0
+
+
+# -- found by an adversarial review: the cutter stays linear, a bait costs one short step --
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'[{"id":1,"line_items":[' + b",".join([b"{}"] * 80_000) + b"]}]",
+        json.dumps({"orders": [{"id": 1, "remarks": "},{" * 80_000 + "]"}, {"id": 2}]}).encode(),
+    ],
+    ids=["many line items", "a string of cuts"],
+)
+def test_cut_candidates_are_looked_at_once(payload: bytes) -> None:
+    started = time.perf_counter()
+    orders = decode_orders(payload)
+    assert time.perf_counter() - started < BOUND  # was 1.8 s and growing quadratically
+    data = json.loads(payload)
+    expected = data["orders"] if isinstance(data, dict) else data
+    assert [o.id for o in orders] == [r["id"] for r in expected]
+
+
+def test_a_bait_for_the_cutter_costs_no_long_step() -> None:
+    records: list[dict[str, Any]] = [{"id": i, "remarks": "x" * 150} for i in range(40_000)]
+    records[300]["remarks"] = "},{[" * 3000  # straddles the first cut: fools every guess
+    steps = convert.orders_steps(json.dumps({"orders": records}).encode(), "bait")
+    longest = 0.0
+    while True:
+        started = time.perf_counter()
+        try:
+            next(steps)
+        except StopIteration as stop:
+            orders = stop.value
+            break
+        finally:
+            longest = max(longest, time.perf_counter() - started)
+    assert [o.id for o in orders] == list(range(40_000))
+    assert longest < 0.100  # the rest of an 8 MB body typed in one step took 105 ms

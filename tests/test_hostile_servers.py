@@ -381,3 +381,37 @@ async def test_no_error_kind_leads_to_the_secret() -> None:
     assert {"TransportError", "ServerError", "DecodeError", "WindowError"} <= kinds_seen, kinds_seen
     for error in errors:
         assert_secret_unreachable(error)
+
+
+# -- found by an adversarial review: error bodies are hostile too -------------------------
+
+
+@pytest.mark.parametrize("status", ["400 Bad Request", "429 Too Many Requests", "500 Oops"])
+async def test_a_deeply_nested_error_body_is_still_a_typed_error(status: str) -> None:
+    async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> None:
+        writer.write(response(status, b"[" * 1500))
+        await writer.drain()
+
+    async with raw_server(handler) as (url, _), client_for(url, max_attempts=2) as client:
+        with pytest.raises(ConnexiError):
+            await client.fetch_orders(OCT1, OCT2)
+        with pytest.raises(ConnexiError):
+            async for _ in client.orders(OCT1, OCT2):
+                pass
+
+
+async def test_server_text_in_errors_is_printable() -> None:
+    body = b'{"message": "\\u0000\\u001b[31mred \\ud800", "reference": "r\\n1"}'
+
+    async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> None:
+        writer.write(response("400 Bad Request", body))
+        await writer.drain()
+
+    async with raw_server(handler) as (url, _), client_for(url) as client:
+        with pytest.raises(ConnexiError) as info:
+            await client.fetch_orders(OCT1, OCT2)
+    text = str(info.value)
+    text.encode("utf-8")  # printable and loggable: no lone surrogate
+    assert "\x1b" not in text
+    assert "\x00" not in text
+    assert "\\x1b[31mred" in text
