@@ -42,7 +42,7 @@ from ._errors import (
 )
 from ._models import LineItem, Location, NewLineItem, NewOrder, Order, OrderStatus, StatusUpdate
 from ._retry import RetryPolicy
-from ._stream import RecordStream, StreamStats
+from ._stream import Batch, RecordStream, StreamStats
 from ._windows import Window, plan_windows, split_window
 
 __version__ = "0.1.0.dev0"
@@ -55,6 +55,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
     "ConfigurationError",
     "ConnexiClient",
     "ConnexiError",

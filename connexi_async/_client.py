@@ -23,8 +23,14 @@ from ._convert import (
     status_updates_body_steps,
 )
 from ._cooperative import Steps, run_sliced
-from ._errors import ConfigurationError, DecodeError, EncodeError, format_instant
-from ._models import Location, NewOrder, Order, OrderStatus, StatusUpdate
+from ._errors import (
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    OutcomeUnknownError,
+    format_instant,
+)
+from ._models import Location, NewOrder, Order, OrderStatus, Reconciliation, StatusUpdate
 from ._retry import RetryPolicy
 from ._stream import Fetch, RecordStream
 from ._transport import (
@@ -35,7 +41,7 @@ from ._transport import (
     check_count,
     check_seconds,
 )
-from ._windows import Window, plan_windows, whole_second
+from ._windows import Window, merge_periods, plan_windows, whole_second
 
 __all__ = ["DEFAULT_BASE_URL", "ConnexiClient"]
 
@@ -198,8 +204,15 @@ class ConnexiClient:
                 "OutcomeUnknownError per batch), or raise max_batch if your server takes more"
             )
         body = await run_sliced(new_orders_body_steps(items))
+        sent_at = self._transport.wall_clock()
         try:
             response = await self._transport.request("POST", "/v1/order", body=body)
+        except OutcomeUnknownError as exc:
+            # What reconcile() needs to find out what happened.
+            exc.orders = tuple(items)
+            exc.sent_at = sent_at
+            exc.failed_at = self._transport.wall_clock()
+            raise
         except asyncio.CancelledError:
             logger.warning(
                 "create_orders was cancelled while its POST of %d orders was under way: "
@@ -236,6 +249,94 @@ class ConnexiClient:
             response = await self._transport.request("PATCH", "/v1/order", body=body)
             changed += await self._lenient_orders(response.body, "PATCH /v1/order")
         return changed
+
+    async def reconcile(
+        self,
+        error: OutcomeUnknownError,
+        *,
+        margin: timedelta = timedelta(minutes=15),
+    ) -> Reconciliation:
+        """Which orders of a ``create_orders`` call that raised ``error`` exist on the
+        server, and which are missing (safe to send again).
+
+        >>> try:
+        ...     await client.create_orders(batch)
+        ... except OutcomeUnknownError as exc:
+        ...     result = await client.reconcile(exc)
+        ...     await client.create_orders(result.missing)
+
+        Reads the windows around the time of the request and around each order's
+        ``order_date`` (``margin`` either side, for clock differences) and matches
+        ``remote_order_id`` + ``marketplace_code``. See :meth:`find_created`.
+        """
+        if not isinstance(error, OutcomeUnknownError) or error.sent_at is None:
+            raise ConfigurationError(
+                "reconcile() takes the OutcomeUnknownError raised by create_orders "
+                f"(it carries the attempted orders); got {type(error).__name__}"
+            )
+        orders = _records_of(error.orders, NewOrder, "error.orders")
+        return await self.find_created(
+            orders, around=(error.sent_at, error.failed_at or error.sent_at), margin=margin
+        )
+
+    async def find_created(
+        self,
+        orders: Iterable[NewOrder],
+        *,
+        around: tuple[datetime, datetime] | None = None,
+        margin: timedelta = timedelta(minutes=15),
+        window: timedelta = timedelta(hours=1),
+    ) -> Reconciliation:
+        """Look ``orders`` up on the server by ``remote_order_id`` + ``marketplace_code``.
+
+        The API has no lookup by those keys, so the periods where the server would have
+        filed them are read: ``around`` (when the create was sent; the sandbox files an
+        order under its ``created_at``) and each order's ``order_date``, both widened by
+        ``margin``. An order found nowhere there is in ``missing``; one without the two
+        keys is in ``unidentifiable``.
+        """
+        items = _records_of(orders, NewOrder, "orders")
+        if not isinstance(margin, timedelta) or margin < timedelta(0):
+            raise ConfigurationError(f"margin must be a timedelta of zero or more, got {margin!r}")
+        periods = []
+        if around is not None:
+            low, high = whole_second(around[0], "around[0]"), whole_second(around[1], "around[1]")
+            periods.append((low - margin, high + margin + timedelta(seconds=1)))
+        wanted: dict[tuple[str, str], list[NewOrder]] = {}
+        unidentifiable = []
+        for order in items:
+            if not order.remote_order_id or not order.marketplace_code:
+                unidentifiable.append(order)
+                continue
+            wanted.setdefault((order.remote_order_id, order.marketplace_code), []).append(order)
+            if order.order_date is not None:
+                date = whole_second(order.order_date, "order_date")
+                periods.append((date - margin, date + margin + timedelta(seconds=1)))
+        if wanted and not periods:
+            raise ConfigurationError(
+                "these orders have no order_date: pass around=(sent_at, failed_at), the "
+                "period in which they were sent"
+            )
+        found: dict[tuple[str, str], Order] = {}
+        for since, until in merge_periods(periods):
+            async with self.orders(since, until, window=window) as stream:
+                async for record in stream:
+                    key = (record.remote_order_id, record.marketplace_code)
+                    if key in wanted:
+                        found.setdefault(key, record)
+            if len(found) == len(wanted):
+                break
+        created = []
+        missing = []
+        for key, attempted in wanted.items():
+            for order in attempted:
+                if key in found:
+                    created.append((order, found[key]))
+                else:
+                    missing.append(order)
+        return Reconciliation(
+            created=tuple(created), missing=tuple(missing), unidentifiable=tuple(unidentifiable)
+        )
 
     @staticmethod
     async def _lenient_orders(body: Body, context: str) -> list[Order]:

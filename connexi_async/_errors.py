@@ -17,6 +17,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "CheckpointConflictError",
     "ConfigurationError",
     "ConnexiError",
     "DecodeError",
@@ -29,6 +30,8 @@ __all__ = [
     "RedirectError",
     "ResponseTooLargeError",
     "ServerError",
+    "SyncError",
+    "SyncLockedError",
     "TransportError",
     "WindowError",
     "WindowTooDenseError",
@@ -181,14 +184,51 @@ class ResponseTooLargeError(TransportError):
 class OutcomeUnknownError(ConnexiError):
     """A POST may or may not have been processed: the connection failed after sending.
 
-    A POST is never re-sent on our own (the API has no idempotency key). Fetch the period
-    with ``client.orders(...)`` and look for your ``remote_order_id`` values before
-    creating them again.
+    A POST is never re-sent on our own (the API has no idempotency key). From
+    ``create_orders`` it carries ``orders`` (what was attempted) and ``sent_at`` /
+    ``failed_at`` (UTC, around when the server may have created them), so
+    ``await client.reconcile(exc)`` can tell which exist and which to send again.
     """
 
-    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        path: str = "",
+        orders: Sequence[object] = (),
+        sent_at: datetime | None = None,
+        failed_at: datetime | None = None,
+    ) -> None:
         self.method = method
         self.path = path
+        self.orders: tuple[object, ...] = tuple(orders)
+        self.sent_at = sent_at
+        self.failed_at = failed_at
+        super().__init__(message)
+
+
+class SyncError(ConnexiError):
+    """A sync could not go on: its checkpoint or its lock is not what it expected."""
+
+
+class SyncLockedError(SyncError):
+    """Another worker holds the lock on this sync key; only one may run at a time."""
+
+    def __init__(self, message: str, *, key: str, holder: str = "") -> None:
+        self.key = key
+        self.holder = holder
+        super().__init__(message)
+
+
+class CheckpointConflictError(SyncError):
+    """The stored checkpoint changed under us (compare-and-set failed): someone else
+    wrote it. Nothing was committed; the batch will be delivered again."""
+
+    def __init__(self, message: str, *, key: str, expected: int, found: int) -> None:
+        self.key = key
+        self.expected = expected
+        self.found = found
         super().__init__(message)
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "NewOrder",
     "Order",
     "OrderStatus",
+    "Reconciliation",
     "StatusUpdate",
 ]
 
@@ -261,3 +262,19 @@ class Location:
             if node.location_code == location_code:
                 return node
         return None
+
+
+@attrs.frozen(kw_only=True)
+class Reconciliation:
+    """What ``client.reconcile(exc)`` found out about orders whose create had no known
+    outcome. Send ``missing`` again; ``created`` pairs each attempted order with the
+    server's record of it.
+
+    >>> result = await client.reconcile(exc)
+    >>> await client.create_orders(result.missing)
+    """
+
+    created: tuple[tuple[NewOrder, Order], ...] = ()
+    missing: tuple[NewOrder, ...] = ()
+    # No remote_order_id or marketplace_code to look for: the server cannot tell us.
+    unidentifiable: tuple[NewOrder, ...] = ()

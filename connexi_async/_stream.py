@@ -9,6 +9,7 @@ place a boundary order can appear twice), so memory does not grow with the perio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
 from datetime import datetime
@@ -21,7 +22,7 @@ from ._cooperative import SLICE_SECONDS, Steps, run_sliced
 from ._errors import ConnexiError, WindowError, WindowTooDenseError
 from ._windows import Window, split_window
 
-__all__ = ["RecordStream", "StreamStats"]
+__all__ = ["Batch", "RecordStream", "StreamStats"]
 
 T = TypeVar("T")
 _clock = time.perf_counter
@@ -35,6 +36,23 @@ Fetch = Callable[[Window], Awaitable[tuple[Records[T], int, int]]]
 
 async def _decoded(records: Records[T]) -> list[T]:
     return records if isinstance(records, list) else await run_sliced(records)
+
+
+@attrs.frozen
+class Batch(Generic[T]):
+    """One window's records, as :meth:`RecordStream.batches` hands them out.
+
+    ``window`` is the planned window (a window split because it came back full is still
+    one batch); ``records`` are its records not already given out in a neighbour window,
+    in the server's order. Write them and record ``window.end`` in one transaction, and a
+    resumed run knows exactly where to start.
+    """
+
+    window: Window
+    records: list[T]
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 @attrs.define
@@ -86,7 +104,9 @@ class RecordStream(Generic[T]):
         # consumer gets only as they are handed out (see _convert's two phases).
         self._build = build
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._agen = self._run()
+        # Made on first use: records one by one (``async for``) or per window (batches()).
+        self._agen: AsyncGenerator[Any, None] | None = None
+        self._mode = ""
         # Every record created before this instant has been yielded: where to resume from.
         self.completed_until: datetime | None = None
 
@@ -97,16 +117,41 @@ class RecordStream(Generic[T]):
             f"records={s.records_yielded} concurrency={self.concurrency}>"
         )
 
-    def __aiter__(self) -> AsyncGenerator[T, None]:
-        # ``async for`` drives the generator itself: one hop less per record.
+    def _generator(self, mode: str) -> AsyncGenerator[Any, None]:
+        if self._agen is None:
+            self._mode = mode
+            self._agen = self._run() if mode == "records" else self._run_batches()
+        elif self._mode != mode:
+            how = "record by record" if self._mode == "records" else "by batches()"
+            raise RuntimeError(
+                f"this stream is already read {how}; read a stream one way, not both"
+            )
         return self._agen
 
+    def __aiter__(self) -> AsyncGenerator[T, None]:
+        # ``async for`` drives the generator itself: one hop less per record.
+        return self._generator("records")
+
     async def __anext__(self) -> T:
-        return await self._agen.__anext__()
+        record: T = await self._generator("records").__anext__()
+        return record
+
+    def batches(self) -> AsyncGenerator[Batch[T], None]:
+        """The records window by window, as :class:`Batch` objects, in time order (or as
+        they arrive with ``ordered=False``). De-duplication across neighbouring windows
+        is the same as record by record; ``completed_until`` moves past a batch's window
+        when the next batch is asked for.
+
+        >>> async with client.orders(since, until) as stream:
+        ...     async for batch in stream.batches():
+        ...         await save(batch.records, resume_from=batch.window.end)
+        """
+        return self._generator("batches")
 
     async def aclose(self) -> None:
         """Stop: cancel and await every request in flight. Safe to call twice."""
-        await self._agen.aclose()
+        if self._agen is not None:
+            await self._agen.aclose()
 
     async def __aenter__(self) -> RecordStream[T]:
         return self
@@ -171,7 +216,11 @@ class RecordStream(Generic[T]):
 
     # -- the iterator ----------------------------------------------------------------
 
-    async def _run(self) -> AsyncGenerator[T, None]:
+    async def _deliveries(self) -> AsyncGenerator[tuple[Window, list[Any]], None]:
+        """Each window's records, de-duplicated against its neighbours, as its turn comes.
+
+        A window counts as done (``completed_until``) when the consumer asks for the
+        next one: by then every record of it has been handed out."""
         pending: dict[int, tuple[Window, asyncio.Task[Records[T]]]] = {}
         seen: dict[int, set[Hashable]] = {}
         delivered: set[int] = set()
@@ -213,6 +262,7 @@ class RecordStream(Generic[T]):
                 # the objects alive at once (and each garbage collection's work) stay
                 # those of about one window, whatever the concurrency.
                 records = await self._failed_as_window_error(window, _decoded(task.result()))
+                del task
 
                 # De-duplicate against the neighbours already delivered.
                 # Set operations in C first: a Python loop over a dense window only when
@@ -234,25 +284,9 @@ class RecordStream(Generic[T]):
                     if j in seen and settled(j):
                         del seen[j]
                 self.stats.windows_done += 1
-                del task
-                # Records go out without a suspension in between, so a consumer's per-record
-                # work would hold the loop for the whole window: every few dozen records,
-                # if a slice has passed, the loop gets a turn.
-                # Each record is let go of as it is handed out, so a window's records are
-                # freed one by one as the consumer drops them, not all at once (freeing
-                # a dense window's objects in one go is a stall of its own).
-                slice_started = _clock()
-                build = self._build
-                for count in range(1, len(records) + 1):
-                    record = records[count - 1]
-                    records[count - 1] = None  # type: ignore[assignment]
-                    self.stats.records_yielded += 1
-                    yield record if build is None else build(record)
-                    del record
-                    if not count & 31 and _clock() - slice_started >= SLICE_SECONDS:
-                        await asyncio.sleep(0)
-                        slice_started = _clock()
-                # The consumer asked for more after this window's last record: it is done.
+                yield window, records
+                del records
+                # The consumer asked for more after this window: it is done.
                 finished_ends[index] = window.end
                 while prefix in finished_ends:
                     self.completed_until = finished_ends.pop(prefix)
@@ -263,3 +297,41 @@ class RecordStream(Generic[T]):
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> AsyncGenerator[T, None]:
+        async with contextlib.aclosing(self._deliveries()) as deliveries:
+            async for _, records in deliveries:
+                # Records go out without a suspension in between, so a consumer's
+                # per-record work would hold the loop for the whole window: every few
+                # dozen records, if a slice has passed, the loop gets a turn.
+                # Each record is let go of as it is handed out, so a window's records
+                # are freed one by one as the consumer drops them, not all at once
+                # (freeing a dense window's objects in one go is a stall of its own).
+                slice_started = _clock()
+                build = self._build
+                for count in range(1, len(records) + 1):
+                    record = records[count - 1]
+                    records[count - 1] = None
+                    self.stats.records_yielded += 1
+                    yield record if build is None else build(record)
+                    del record
+                    if not count & 31 and _clock() - slice_started >= SLICE_SECONDS:
+                        await asyncio.sleep(0)
+                        slice_started = _clock()
+                del records
+
+    async def _run_batches(self) -> AsyncGenerator[Batch[T], None]:
+        async with contextlib.aclosing(self._deliveries()) as deliveries:
+            async for window, records in deliveries:
+                build = self._build
+                if build is not None:
+                    # Built in slices: a dense window is 10,000 models.
+                    slice_started = _clock()
+                    for count in range(len(records)):
+                        records[count] = build(records[count])
+                        if not count & 31 and _clock() - slice_started >= SLICE_SECONDS:
+                            await asyncio.sleep(0)
+                            slice_started = _clock()
+                self.stats.records_yielded += len(records)
+                yield Batch(window, records)
+                del records

@@ -321,6 +321,7 @@ class Transport:
         self._sleep = sleep
         self._random = random
         self._wall_clock = wall_clock
+        self.wall_clock = wall_clock
         self._paused_until = 0.0  # a 429 pauses every request of this transport
         self._next_slot = 0.0  # the client-side rate limit's next free start time
         self._aiohttp_timeout = aiohttp.ClientTimeout(

@@ -6,14 +6,22 @@ ask for. No I/O, no clock: property-tested in ``tests/test_windows.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import attrs
 
 from ._errors import ConfigurationError, format_instant
 
-__all__ = ["MAX_WINDOWS", "MIN_WIDTH", "Window", "plan_windows", "split_window", "whole_second"]
+__all__ = [
+    "MAX_WINDOWS",
+    "MIN_WIDTH",
+    "Window",
+    "merge_periods",
+    "plan_windows",
+    "split_window",
+    "whole_second",
+]
 
 MIN_WIDTH = timedelta(seconds=1)  # the API's time resolution: start/end go to the second
 MAX_WINDOWS = 1_000_000
@@ -101,3 +109,20 @@ def split_window(window: Window) -> tuple[Window, Window] | None:
         return None
     middle = window.start + timedelta(seconds=seconds // 2)
     return Window(window.start, middle), Window(middle, window.end)
+
+
+def merge_periods(periods: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping or touching ``[start, end)`` periods joined, in time order.
+
+    >>> d = lambda h: datetime(2026, 11, 1, h, tzinfo=UTC)
+    >>> merge_periods([(d(5), d(7)), (d(1), d(3)), (d(2), d(4))]) == [(d(1), d(4)), (d(5), d(7))]
+    True
+    """
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(p for p in periods if p[0] < p[1]):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged

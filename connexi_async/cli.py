@@ -1,7 +1,8 @@
 """The ``connexi-async`` command: orders, stocks, status updates and creation from a shell.
 
 Data goes to stdout (or ``-o FILE``), everything else to stderr. Exit codes: 0 success,
-2 usage, 3 authentication, 4 API error, 5 network, 130 interrupted.
+2 usage, 3 authentication, 4 API error, 5 network, 6 another worker holds the sync's
+lock, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -48,8 +49,19 @@ from .sandbox import Sandbox
 from .sandbox.__main__ import build_parser as build_sandbox_parser
 from .sandbox.__main__ import serve as serve_sandbox
 from .sandbox._app import DEFAULT_CACHE_BYTES
+from .sync import (
+    Checkpoint,
+    CheckpointStore,
+    JSONFileCheckpoints,
+    OrderSync,
+    SQLiteCheckpoints,
+    SyncBatch,
+    SyncLockedError,
+    SyncRun,
+)
 
 EXIT_OK, EXIT_USAGE, EXIT_AUTH, EXIT_API, EXIT_NETWORK, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
+EXIT_LOCKED = 6
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a tool killed by the signal reports
 
 SANDBOX_START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -497,6 +509,139 @@ async def cmd_sandbox(args: argparse.Namespace) -> int:
 # -- the parser --------------------------------------------------------------------------
 
 
+# -- sync ------------------------------------------------------------------------------
+
+
+def checkpoint_store(path: str) -> CheckpointStore:
+    """SQLite for ``.db``/``.sqlite``/``.sqlite3`` files, a JSON file otherwise."""
+    if Path(path).suffix.lower() in {".db", ".sqlite", ".sqlite3"}:
+        return SQLiteCheckpoints(path)
+    return JSONFileCheckpoints(path)
+
+
+class SyncOutput:
+    """The JSON Lines file a sync appends to, kept equal to what is committed.
+
+    Each window is written, flushed and ``fsync``ed, then committed with the file's new
+    size in the checkpoint's ``meta``. After a crash between the two, the next run
+    (holding the lock) cuts the file back to the committed size: the window is then
+    delivered again, and the file never holds it twice.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.resolved = str(self.path.resolve())
+        self.size = 0
+        self.written = 0
+
+    async def align(self, run: SyncRun) -> None:
+        self.size = self.align_to(run.checkpoint)
+
+    def align_to(self, checkpoint: Checkpoint | None) -> int:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if checkpoint is None:
+            return size  # a first run appends to what the file already holds
+        owner = checkpoint.meta.get("output")
+        committed = checkpoint.meta.get("output_bytes")
+        if owner != self.resolved or not isinstance(committed, int):
+            raise UsageError(
+                f"the checkpoint was not written for {self.path} (it belongs to "
+                f"{owner or 'another program'}): pass that file with -o, or another --key"
+            )
+        if size < committed:
+            raise UsageError(
+                f"{self.path} holds {size:,} bytes but {committed:,} were committed: it was "
+                "truncated or replaced since the last run; restore it, or start over with a "
+                "new --key or checkpoint"
+            )
+        if size > committed:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(committed)
+                os.fsync(handle.fileno())
+            print(
+                f"{self.path}: removed {size - committed:,} bytes of a window written but "
+                "not committed before the last run stopped; it is read again",
+                file=sys.stderr,
+            )
+        return committed
+
+    async def write(self, batch: SyncBatch) -> None:
+        data = "".join(encode_record(order) + "\n" for order in batch.records).encode()
+        with open(self.path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        size = self.size + len(data)
+        try:
+            await batch.commit(meta={"output": self.resolved, "output_bytes": size})
+        except BaseException:
+            if not batch.committed:  # the file goes back to what is committed
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(self.size)
+            raise
+        self.size = size
+        self.written += len(batch.records)
+
+
+async def cmd_sync(args: argparse.Namespace) -> int:
+    if args.output == "-":
+        raise UsageError("sync appends to a file it can cut back after a crash: pass -o FILE")
+    store = checkpoint_store(args.checkpoint)
+    stored = await store.load(args.key)
+    if stored is None and args.since is None:
+        raise UsageError(
+            f"{args.checkpoint} has no checkpoint for --key {args.key} yet: pass --since "
+            "for the first run (later runs continue from the checkpoint)"
+        )
+    output = SyncOutput(args.output)
+    async with connect(args) as client:
+        sync = OrderSync(
+            client,
+            store,
+            key=args.key,
+            start=args.since or stored.watermark,  # type: ignore[union-attr]
+            lookback=args.lookback,
+            settle=args.settle,
+            window=args.window,
+            concurrency=args.concurrency,
+            page_cap=args.page_cap,
+            lock_wait=args.lock_wait,
+        )
+
+        def note() -> None:
+            _resume_note.clear()
+            _resume_note.append(
+                f"{output.path} and {args.checkpoint} agree: {output.written:,} orders were "
+                "appended and committed; run the same command to continue."
+            )
+
+        try:
+            if args.interval is None:
+                async with sync.run_once() as run:
+                    await output.align(run)
+                    async for batch in run:
+                        await output.write(batch)
+            else:
+                print(
+                    f"syncing every {args.interval} into {output.path}; Ctrl-C to stop",
+                    file=sys.stderr,
+                )
+                await sync.run_forever(output.write, interval=args.interval, on_run=output.align)
+        except BaseException:
+            note()
+            raise
+    watermark = sync.stats.watermark
+    print(
+        f"{_count(output.written, 'new order', 'new orders')} appended to {output.path}; "
+        f"complete up to {format_instant(watermark) if watermark else 'the start'}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def _connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument(
@@ -600,6 +745,65 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(create)
     create.set_defaults(handler=cmd_create)
 
+    sync = commands.add_parser(
+        "sync",
+        help="append new orders to a file, from a checkpoint",
+        description=(
+            "Append the orders created since the last run to a JSON Lines file, committing "
+            "a checkpoint after each window is on disk. Run it again (or pass --interval) to "
+            "continue; the file and the checkpoint always agree."
+        ),
+        epilog=(
+            "example: connexi-async sync --checkpoint state.db -o orders.jsonl "
+            "--since 2026-10-01 --interval 5m"
+        ),
+    )
+    sync.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="FILE",
+        help="the checkpoint store: SQLite for .db/.sqlite, a JSON file otherwise",
+    )
+    sync.add_argument("-o", "--output", required=True, help="the JSON Lines file to append to")
+    sync.add_argument(
+        "--key", default="orders", help="the sync's name in the store (default orders)"
+    )
+    sync.add_argument(
+        "--since", type=parse_time, default=None, help="where the first run starts (2026-10-01, 7d)"
+    )
+    sync.add_argument(
+        "--interval", type=parse_duration, default=None, help="run every interval (default: once)"
+    )
+    sync.add_argument(
+        "--lookback",
+        type=parse_duration,
+        default=timedelta(hours=2),
+        help="re-read this far back for late orders (default 2h)",
+    )
+    sync.add_argument(
+        "--settle",
+        type=parse_duration,
+        default=timedelta(minutes=2),
+        help="stay this far from now (default 2m)",
+    )
+    sync.add_argument(
+        "--window",
+        type=parse_duration,
+        default=timedelta(hours=1),
+        help="window width (default 1h)",
+    )
+    sync.add_argument("--concurrency", type=int, default=8, help="windows in flight (default 8)")
+    sync.add_argument("--page-cap", type=int, default=None, help=argparse.SUPPRESS)
+    sync.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait this long for another worker on the same key (default: fail at once)",
+    )
+    _connection_options(sync)
+    sync.set_defaults(handler=cmd_sync)
+
     sandbox = commands.add_parser(
         "sandbox",
         help="run the sandbox server",
@@ -633,6 +837,8 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_NETWORK
     if isinstance(cause, ConfigurationError):
         return EXIT_USAGE
+    if isinstance(cause, SyncLockedError):
+        return EXIT_LOCKED
     return EXIT_API
 
 

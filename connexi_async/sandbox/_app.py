@@ -314,6 +314,11 @@ async def _apply_fault(
     if fault is FaultKind.DISCONNECT:
         _drop(request)
         return web.Response()
+    if fault is FaultKind.DISCONNECT_AFTER:
+        _BUFFERED.set(True)
+        await _serve(request, handler, state)
+        _drop(request)
+        return web.Response()
     if fault is FaultKind.REDIRECT:
         target = state.redirect_to or f"http://127.0.0.2:{request.url.port}"
         raise web.HTTPTemporaryRedirect(location=f"{target.rstrip('/')}{request.path_qs}")

@@ -25,6 +25,9 @@ class FaultKind(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # 503
     GATEWAY_TIMEOUT = "gateway_timeout"  # 504
     DISCONNECT = "disconnect"  # the connection closed before any response
+    # The request is processed (a POST creates its orders), then the connection closes
+    # before the response: the outcome a client cannot know.
+    DISCONNECT_AFTER = "disconnect_after"
     TRUNCATE = "truncate"  # Content-Length larger than the body sent, then closed
     MALFORMED = "malformed"  # 200 with a body that is not JSON
     STALL_HEADERS = "stall_headers"  # no response headers for stall_seconds

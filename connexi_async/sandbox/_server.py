@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TypedDict
@@ -9,6 +10,7 @@ from typing import TypedDict
 from aiohttp import web
 from yarl import URL
 
+from .._models import NewOrder, Order
 from ._app import DEFAULT_CACHE_BYTES, SandboxState, build_app
 from ._data import DataConfig, Dataset
 from ._faults import Faults, Recorder
@@ -140,6 +142,15 @@ class Sandbox:
     @latency_ms.setter
     def latency_ms(self, value: float) -> None:
         self.state.latency_ms = value
+
+    def add_orders(self, orders: Iterable[NewOrder], *, created_at: datetime) -> list[Order]:
+        """Create orders as if the server had received them at ``created_at``: a late
+        arrival when that is in the past (an order synced late from a marketplace)."""
+        if created_at.tzinfo is None:
+            raise ValueError("created_at must be an aware datetime")
+        created = [self.dataset.create(new, created_at.astimezone(UTC)) for new in orders]
+        self.state.invalidate()
+        return created
 
     def order_ids(self, start: datetime, end: datetime) -> list[int]:
         """The ids the sandbox holds with ``start <= created_at < end``, in its order."""
