@@ -416,3 +416,48 @@ async def test_create_and_update_check_what_a_person_wrote(
         "update-status", "73454=acceptd", "--allow-unknown-status", sandbox=connexi_sandbox
     )
     assert code == 4  # sent, and refused by the server
+
+
+async def test_sync_usage_errors(connexi_sandbox: Sandbox, tmp_path: Path) -> None:
+    state, out = str(tmp_path / "state.db"), str(tmp_path / "orders.jsonl")
+    code, _, err = await run_cli("sync", "--checkpoint", state, "-o", out, sandbox=connexi_sandbox)
+    assert code == 2
+    assert "pass --since" in err
+    code, _, err = await run_cli(
+        "sync", "--checkpoint", state, "-o", "-", "--since", "2026-10-01", sandbox=connexi_sandbox
+    )
+    assert code == 2
+    assert "-o FILE" in err
+    code, _, err = await run_cli(
+        "sync", "--checkpoint", state, "-o", out, "--since", "2026-10-01", "--window", "1d",
+        sandbox=connexi_sandbox,
+    )  # fmt: skip
+    assert code == 0, err
+    assert line_count(out) == len(connexi_sandbox.dataset)
+    other = str(tmp_path / "other.jsonl")
+    code, _, err = await run_cli(
+        "sync", "--checkpoint", state, "-o", other, sandbox=connexi_sandbox
+    )
+    assert code == 2
+    assert "belongs to" in err
+    empty(out)  # someone emptied it
+    code, _, err = await run_cli("sync", "--checkpoint", state, "-o", out, sandbox=connexi_sandbox)
+    assert code == 2
+    assert "truncated or replaced" in err
+
+    from connexi_async.sync import SQLiteCheckpoints
+
+    async with SQLiteCheckpoints(state).lock("orders"):
+        code, _, err = await run_cli(
+            "sync", "--checkpoint", state, "-o", out, sandbox=connexi_sandbox
+        )
+    assert code == 6
+    assert "already running" in err
+
+
+def line_count(path: str) -> int:
+    return Path(path).read_bytes().count(b"\n")
+
+
+def empty(path: str) -> None:
+    Path(path).write_bytes(b"")

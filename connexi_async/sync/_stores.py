@@ -235,7 +235,8 @@ class JSONFileCheckpoints:
                 raise _conflict(key, checkpoint, found)
             keys[key] = entry
             data = dumps({"format": "connexi-async checkpoints", "keys": keys})
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            # One name: the mutex is held, and a kill leaves at most this file behind.
+            temporary = self.path.with_name(f".{self.path.name}.tmp")
             with open(temporary, "wb") as file:
                 file.write(data)
                 file.flush()
