@@ -560,6 +560,109 @@ def workload_memory(sizes: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+# -- steady-state sync --------------------------------------------------------------------
+
+
+def counting_session() -> tuple[aiohttp.ClientSession, list[int]]:
+    """A session that counts the requests it sends (passed to the client as its own)."""
+    sent = [0]
+
+    async def on_start(*_: object) -> None:
+        sent[0] += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    return aiohttp.ClientSession(trace_configs=[trace]), sent
+
+
+async def workload_sync(rounds: int) -> list[dict[str, Any]]:
+    """One cycle of a sync that is caught up (last run 5 minutes ago, 2 h lookback),
+    next to the loop a user writes without checkpoints: re-read the whole day and keep
+    what was not seen before. Both hand out the same new orders."""
+    from tempfile import TemporaryDirectory
+
+    from connexi_async.sync import JSONFileCheckpoints, OrderSync
+
+    orders = 100_000  # about 3,300 a day, 140 an hour
+    previous = START + timedelta(days=15, hours=14, minutes=3)  # when the last cycle ran
+    now = previous + timedelta(minutes=5)
+    day = previous.replace(hour=0, minute=0, second=0)
+    params = {
+        "orders": orders,
+        "latency_ms": 50,
+        "lookback": "2h",
+        "window": "1h",
+        "rounds": rounds,
+    }
+    sync_walls, naive_walls, sync_requests, naive_requests = [], [], 0, 0
+    with Server(orders, latency_ms=50) as server, TemporaryDirectory() as scratch:
+        for round_number in range(rounds):
+            session, sent = counting_session()
+            async with (
+                session,
+                ConnexiClient(**AUTH, base_url=server.base_url, session=session) as client,
+            ):
+                clock = [previous]
+                store = JSONFileCheckpoints(Path(scratch) / f"state-{round_number}.json")
+                sync = OrderSync(
+                    client,
+                    store,
+                    key="shop",
+                    start=day,
+                    now=lambda clock=clock: clock[0],
+                    window=timedelta(hours=1),
+                )
+                async with sync.run_once() as run:  # catching up to the last cycle: not timed
+                    async for batch in run:
+                        await batch.commit()
+                clock[0] = now
+                sent[0] = 0
+                started = time.perf_counter()
+                fresh = []
+                async with sync.run_once() as run:
+                    async for batch in run:
+                        fresh += [o.id for o in batch.records]
+                        await batch.commit()
+                sync_walls.append(time.perf_counter() - started)
+                sync_requests = sent[0]
+
+                # The naive loop: everything of the day read again, the new kept.
+                seen = {
+                    o.id
+                    async for o in client.orders(
+                        day, previous - timedelta(minutes=2), window=timedelta(hours=1)
+                    )
+                }
+                sent[0] = 0
+                started = time.perf_counter()
+                naive = [
+                    o.id
+                    async for o in client.orders(
+                        day, now - timedelta(minutes=2), window=timedelta(hours=1)
+                    )
+                    if o.id not in seen
+                ]
+                naive_walls.append(time.perf_counter() - started)
+                naive_requests = sent[0]
+                assert sorted(naive) == sorted(fresh), "the two loops disagree"
+    sync_row = summarise(sync_walls)
+    naive_row = summarise(naive_walls)
+    return [
+        {"name": "sync: steady-state cycle, wall", **sync_row, "unit": "s",
+         "params": {**params, "requests": sync_requests, "new_orders": len(fresh)}},
+        {"name": "sync: naive re-read of the day, wall", **naive_row, "unit": "s",
+         "params": {**params, "requests": naive_requests}},
+        {"name": "sync: requests of a steady-state cycle", "value": sync_requests,
+         "unit": "requests", "params": params},
+        {"name": "sync: requests of the naive re-read", "value": naive_requests,
+         "unit": "requests", "params": params},
+        {"name": "sync: requests, naive / steady-state cycle",
+         "value": naive_requests / max(sync_requests, 1), "unit": "ratio", "params": params},
+        {"name": "sync: wall, naive / steady-state cycle",
+         "value": naive_row["value"] / sync_row["value"], "unit": "ratio", "params": params},
+    ]  # fmt: skip
+
+
 # -- report ------------------------------------------------------------------------------
 
 
@@ -580,6 +683,7 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows += await workload_throughput(orders=args.orders, rounds=args.rounds, faults=True)
     rows += await workload_loop(rounds=args.rounds)
     rows += await workload_latency(rounds=args.rounds)
+    rows += await workload_sync(rounds=args.rounds)
     return rows
 
 
@@ -593,6 +697,9 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--only", choices=["sync"], help="run one workload and print its table (not saved)"
+    )
+    parser.add_argument(
         "--memory-child", nargs=2, metavar=("BASE_URL", "ORDERS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -603,6 +710,10 @@ def main() -> int:
         args.rounds = 1
     where = placement()
     started = time.perf_counter()
+    if args.only == "sync":
+        for line in table(asyncio.run(workload_sync(rounds=args.rounds))):
+            print(line)
+        return 0
     rows = asyncio.run(run_all(args))
     rows += workload_memory([100_000, 300_000] if args.quick else [100_000, 1_000_000])
     machine = {

@@ -40,7 +40,16 @@ from ._errors import (
     WindowError,
     WindowTooDenseError,
 )
-from ._models import LineItem, Location, NewLineItem, NewOrder, Order, OrderStatus, StatusUpdate
+from ._models import (
+    LineItem,
+    Location,
+    NewLineItem,
+    NewOrder,
+    Order,
+    OrderStatus,
+    Reconciliation,
+    StatusUpdate,
+)
 from ._retry import RetryPolicy
 from ._stream import Batch, RecordStream, StreamStats
 from ._windows import Window, plan_windows, split_window
@@ -72,6 +81,7 @@ __all__ = [
     "OutcomeUnknownError",
     "PermissionDeniedError",
     "RateLimitError",
+    "Reconciliation",
     "RecordStream",
     "RedirectError",
     "ResponseTooLargeError",

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,33 @@ async def test_a_dense_period_never_stalls_the_loop() -> None:
         assert len(orders) > 7_000
         assert trees
     assert len(lateness) > 100
+    assert max(lateness) < GENEROUS, f"the loop stalled {max(lateness) * 1000:.0f} ms"
+
+
+@pytest.mark.usefixtures("frozen_heap")
+async def test_dense_batches_and_a_sync_never_stall_the_loop(tmp_path: Path) -> None:
+    """Batches are built in slices, checkpoints are (de)serialised off the loop."""
+    from connexi_async.sync import OrderSync, SQLiteCheckpoints
+
+    async with Sandbox(orders=16_000, days=2) as sandbox:
+        async with ConnexiClient(**sandbox.credentials) as client, ticker() as lateness:
+            since, until = OCT1, OCT1 + timedelta(days=2)
+            async with client.orders(since, until) as stream:
+                sizes = [len(b) async for b in stream.batches()]
+            sync = OrderSync(
+                client,
+                SQLiteCheckpoints(tmp_path / "s.db"),
+                key="s",
+                start=OCT1,
+                now=lambda: until + timedelta(minutes=2),
+                window=timedelta(days=1),
+                lookback=timedelta(days=1),
+            )
+            async with sync.run_once() as run:
+                async for batch in run:
+                    await batch.commit()
+        assert sum(sizes) == 16_000
+        assert sync.stats.records == 16_000
     assert max(lateness) < GENEROUS, f"the loop stalled {max(lateness) * 1000:.0f} ms"
 
 

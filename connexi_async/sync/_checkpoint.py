@@ -43,6 +43,16 @@ class Checkpoint:
     delivered: tuple[tuple[datetime, tuple[int, ...]], ...] = ()
     meta: Mapping[str, Any] = attrs.field(factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict, for a store of your own (:meth:`from_json` reads it back)."""
+        return checkpoint_to_json(self)
+
+    @classmethod
+    def from_json(cls, value: object, where: str = "checkpoint") -> Checkpoint:
+        """What :meth:`to_json` wrote; anything else is a :class:`SyncError` naming
+        ``where``."""
+        return checkpoint_from_json(value, where)
+
     def delivered_ids(self) -> set[int]:
         return {i for _, ids in self.delivered for i in ids}
 
