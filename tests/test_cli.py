@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support import cli_env
 
 import connexi_async
 from connexi_async import decode_locations, decode_orders
@@ -25,19 +26,6 @@ from connexi_async.cli import parse_duration, parse_time
 from connexi_async.sandbox import FaultKind, Sandbox
 
 OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
-
-
-def cli_env(sandbox: Sandbox | None) -> dict[str, str]:
-    """This process's environment, with the sandbox's credentials in CONNEXI_* (or none)."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
-    if sandbox is not None:
-        creds = sandbox.credentials
-        environment |= {
-            "CONNEXI_API_KEY": creds["api_key"],
-            "CONNEXI_API_SECRET": creds["api_secret"],
-            "CONNEXI_BASE_URL": creds["base_url"],
-        }
-    return environment
 
 
 async def run_cli(

@@ -9,6 +9,7 @@ import gc
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support import client_for, serve_inclusive_end
 
 from connexi_async import (
     ConnexiClient,
@@ -20,11 +21,6 @@ from connexi_async import (
 from connexi_async.sandbox import RETRYABLE_FAULTS, FaultKind, Sandbox
 
 OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
-
-
-def client_for(sandbox: Sandbox, **options: object) -> ConnexiClient:
-    defaults: dict[str, object] = {"backoff_base": 0.001, "backoff_max": 0.01}
-    return ConnexiClient(**sandbox.credentials, **{**defaults, **options})  # type: ignore[arg-type]
 
 
 def pin_orders_to(sandbox: Sandbox, edges: list[datetime]) -> None:
@@ -77,14 +73,8 @@ async def test_exactly_once(seed: int, width: timedelta, concurrency: int, order
 
 async def test_inclusive_end_server_duplicates_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     """A server that treats ``end`` as inclusive sends boundary orders twice: yielded once."""
-    from connexi_async.sandbox._data import Dataset
-
-    real_between = Dataset.between
-
-    def inclusive(self: Dataset, start: datetime, end: datetime):  # type: ignore[no-untyped-def]
-        yield from real_between(self, start, end + timedelta(seconds=1))
-
-    monkeypatch.setattr(Dataset, "between", inclusive)
+    inclusive = serve_inclusive_end(monkeypatch)
+    next(inclusive)
     since, until = OCT1, OCT1 + timedelta(days=5)
     async with Sandbox(orders=2_000, days=5) as sandbox, client_for(sandbox) as client:
         for ordered in (True, False):
@@ -92,7 +82,7 @@ async def test_inclusive_end_server_duplicates_are_dropped(monkeypatch: pytest.M
             ids = [o.id for o in await collect(stream)]
             assert len(ids) == len(set(ids))
             assert stream.stats.duplicates_dropped > 0
-        monkeypatch.setattr(Dataset, "between", real_between)
+        next(inclusive, None)
         assert sorted(ids) == sorted(sandbox.order_ids(since, until))
 
 

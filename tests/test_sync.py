@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import client_for, serve_inclusive_end
 
 from connexi_async import (
     ConnexiClient,
@@ -41,11 +42,6 @@ from connexi_async.sync._checkpoint import (
 
 OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
 H = timedelta(hours=1)
-
-
-def client_for(sandbox: Sandbox, **options: object) -> ConnexiClient:
-    defaults: dict[str, object] = {"backoff_base": 0.001, "backoff_max": 0.01}
-    return ConnexiClient(**sandbox.credentials, **{**defaults, **options})  # type: ignore[arg-type]
 
 
 def make_store(kind: str, tmp_path: Path) -> CheckpointStore:
@@ -168,14 +164,8 @@ async def test_batches_hold_what_the_record_stream_holds(
     ordered: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Against a server whose ``end`` is inclusive (boundary orders come twice)."""
-    from connexi_async.sandbox._data import Dataset
-
-    real_between = Dataset.between
-
-    def inclusive(self: Dataset, start: datetime, end: datetime):  # type: ignore[no-untyped-def]
-        yield from real_between(self, start, end + timedelta(seconds=1))
-
-    monkeypatch.setattr(Dataset, "between", inclusive)
+    inclusive = serve_inclusive_end(monkeypatch)
+    next(inclusive)
     since, until = OCT1, OCT1 + timedelta(days=3)
     async with Sandbox(orders=2_000, days=3) as sandbox, client_for(sandbox) as client:
         records = [o.id async for o in client.orders(since, until, window=H, ordered=ordered)]
@@ -187,7 +177,7 @@ async def test_batches_hold_what_the_record_stream_holds(
                 ids += [o.id for o in batch.records]
                 assert len(batch) == len(batch.records)
             assert stream.stats.duplicates_dropped > 0
-        monkeypatch.setattr(Dataset, "between", real_between)
+        next(inclusive, None)
         expected = sandbox.order_ids(since, until)
     assert len(ids) == len(set(ids))
     assert sorted(ids) == sorted(records) == sorted(expected)

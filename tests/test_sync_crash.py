@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support import cli_env
 
 from connexi_async.sandbox import FaultKind, Sandbox
 from connexi_async.sync import JSONFileCheckpoints, SQLiteCheckpoints
@@ -177,16 +178,6 @@ async def test_a_store_killed_mid_write_stays_readable_and_never_goes_back(
 
 
 # -- the command line ----------------------------------------------------------------------
-
-
-def cli_env(sandbox: Sandbox) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONNEXI_")}
-    creds = sandbox.credentials
-    return environment | {
-        "CONNEXI_API_KEY": creds["api_key"],
-        "CONNEXI_API_SECRET": creds["api_secret"],
-        "CONNEXI_BASE_URL": creds["base_url"],
-    }
 
 
 async def sync_cli(
