@@ -6,6 +6,7 @@ import asyncio
 import logging
 import operator
 import os
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -76,6 +77,17 @@ class ConnexiClient:
       :class:`ResponseTooLargeError`; ask for narrower windows.
     * ``max_batch`` (1,000): the most orders one POST carries; ``create_orders`` refuses
       more, ``update_order_statuses`` sends several PATCHes.
+    * ``ssl``: an ``ssl.SSLContext``, or the path of a CA bundle to trust (a corporate
+      TLS-inspecting gateway's, a private CA's); by default the system trust store.
+      Certificate checks cannot be turned off.
+    * ``proxy``: ``http://[user:password@]proxy:3128``; its credentials are never logged
+      or shown.
+    * ``trust_env`` (False): honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (and
+      ``~/.netrc`` for proxy credentials), as aiohttp does; see the README for why it is
+      off by default.
+
+    ``ssl``, ``proxy`` and ``trust_env`` configure the client's own session: with
+    ``session=`` they are a :class:`ConfigurationError` (your session keeps its settings).
 
     Timeouts and ``max_retry_after`` may be ``math.inf`` (no limit); every other number
     must be positive and finite, and a bad option is a :class:`ConfigurationError`.
@@ -100,6 +112,9 @@ class ConnexiClient:
         allow_insecure_http: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_batch: int = DEFAULT_MAX_BATCH,
+        ssl: ssl_module.SSLContext | str | os.PathLike[str] | None = None,
+        proxy: str | URL | None = None,
+        trust_env: bool | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         random: Callable[[], float] | None = None,
@@ -128,6 +143,9 @@ class ConnexiClient:
             requests_per_second=requests_per_second,
             allow_insecure_http=allow_insecure_http,
             max_response_bytes=check_count("max_response_bytes", max_response_bytes, high=2**40),
+            ssl=ssl,
+            proxy=proxy,
+            trust_env=trust_env,
             clock=clock or DEFAULTS["clock"],  # type: ignore[arg-type]
             sleep=sleep or DEFAULTS["sleep"],  # type: ignore[arg-type]
             random=random or DEFAULTS["random"],  # type: ignore[arg-type]

@@ -26,12 +26,14 @@ __all__ = [
     "NotFoundError",
     "OutcomeUnknownError",
     "PermissionDeniedError",
+    "ProxyError",
     "RateLimitError",
     "RedirectError",
     "ResponseTooLargeError",
     "ServerError",
     "SyncError",
     "SyncLockedError",
+    "TLSError",
     "TransportError",
     "WindowError",
     "WindowTooDenseError",
@@ -174,6 +176,21 @@ class TransportError(ConnexiError):
         self.method = method
         self.path = path
         super().__init__(message)
+
+
+class TLSError(TransportError):
+    """The TLS connection could not be made: a certificate that does not verify (an
+    unknown authority, another host name, expired) or a failed handshake. Never retried:
+    the same certificate fails the same way. The message says which option to use."""
+
+    def __init__(self, message: str, *, method: str = "", path: str = "", host: str = "") -> None:
+        self.host = host
+        super().__init__(message, method=method, path=path)
+
+
+class ProxyError(TransportError):
+    """The proxy could not be reached, refused the request (such as 407 Proxy
+    Authentication Required), or closed the tunnel. Its credentials are never shown."""
 
 
 class ResponseTooLargeError(TransportError):

@@ -9,13 +9,16 @@ the headers).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
 import logging
 import math
+import os
 import random as _random
 import re
+import ssl as _ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -35,10 +38,12 @@ from ._errors import (
     NotFoundError,
     OutcomeUnknownError,
     PermissionDeniedError,
+    ProxyError,
     RateLimitError,
     RedirectError,
     ResponseTooLargeError,
     ServerError,
+    TLSError,
     TransportError,
 )
 from ._retry import (
@@ -160,6 +165,54 @@ def check_base_url(base_url: str | URL, *, allow_insecure_http: bool) -> URL:
     return url
 
 
+def check_ssl(value: object) -> _ssl.SSLContext | None:
+    """``ssl=``: an ``ssl.SSLContext`` as it is, or a CA bundle file (PEM) to trust
+    instead of the system's store; ``None``: the system trust store."""
+    if value is None or isinstance(value, _ssl.SSLContext):
+        return value
+    if value is False or value is True:
+        raise ConfigurationError(
+            "ssl= takes an ssl.SSLContext or the path of a CA bundle; certificate checks "
+            "cannot be turned off (the api_secret would go to whoever answers)"
+        )
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigurationError(
+            f"ssl= must be an ssl.SSLContext or a CA bundle path, got {type(value).__name__}"
+        )
+    try:
+        return _ssl.create_default_context(cafile=os.fspath(value))
+    except (OSError, _ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(
+            f"ssl={os.fspath(value)!r}: cannot load it as a CA bundle (PEM): {reason}"
+        ) from None
+
+
+def check_proxy(value: object) -> tuple[URL | None, dict[str, str]]:
+    """``proxy=``: the proxy's URL without its credentials, and the headers that carry
+    them (a ``_Secret``, so they never show in a repr or a traceback's locals)."""
+    if value is None:
+        return None, {}
+    if not isinstance(value, str | URL):
+        raise ConfigurationError(
+            f"proxy must be a URL such as http://proxy:3128, got {value!r:.40}"
+        )
+    try:
+        url = URL(value)
+    except (ValueError, TypeError):
+        raise ConfigurationError("proxy is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(
+            f"proxy must be an http(s) URL such as http://proxy.example:3128, got one with "
+            f"scheme {url.scheme!r}"
+        )
+    headers: dict[str, str] = {}
+    if url.user is not None:
+        token = base64.b64encode(f"{url.user}:{url.password or ''}".encode()).decode()
+        headers["Proxy-Authorization"] = _Secret(f"Basic {token}")
+    return url.with_user(None).with_password(None), headers
+
+
 class _Failure(Exception):
     """One failed attempt below HTTP. ``sent``: the request may have reached the server;
     ``error``: the TransportError subclass to raise when it is final."""
@@ -171,17 +224,87 @@ class _Failure(Exception):
         sent: bool,
         retryable: bool = True,
         error: type[TransportError] = TransportError,
+        host: str = "",
     ) -> None:
         super().__init__(description)
         self.sent = sent
         self.retryable = retryable
         self.error = error
+        self.host = host
+
+    def final(self, message: str, *, method: str, path: str) -> TransportError:
+        if self.error is TLSError:
+            return TLSError(message, method=method, path=path, host=self.host)
+        return self.error(message, method=method, path=path)
+
+
+def _failure(exc: BaseException, host: str, proxy: URL | None) -> _Failure:
+    """One failed attempt, classified: TLS and proxy failures first, then the rest."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return _Failure(
+            _tls_reason(exc, host), sent=False, retryable=False, error=TLSError, host=host
+        )
+    if proxy is not None or isinstance(exc, aiohttp.ClientProxyConnectionError):
+        where = f"{proxy.host}:{proxy.port}" if proxy is not None else "the proxy"
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            return _Failure(
+                f"the proxy {where} refused the tunnel (HTTP {exc.status} {exc.message}); "
+                + (
+                    "check the user and password in proxy="
+                    if exc.status == 407
+                    else "check proxy= and that it allows CONNECT to this host"
+                ),
+                sent=False,
+                retryable=exc.status in (502, 503, 504),
+                error=ProxyError,
+            )
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return _Failure(
+                f"could not connect to the proxy {where} ({exc.strerror or exc.os_error})",
+                sent=False,
+                error=ProxyError,
+            )
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            # aiohttp cannot tell the proxy's hang-up from the server's through the tunnel.
+            return _Failure(
+                f"the connection through the proxy {where} closed before an answer (the "
+                "proxy or the server hung up)",
+                sent=True,
+                error=ProxyError,
+            )
+    description, sent, retryable = _describe(exc)
+    return _Failure(description, sent=sent, retryable=retryable)
+
+
+def _tls_reason(exc: aiohttp.ClientSSLError, host: str) -> str:
+    """One sentence a person can act on, naming the host and the option to use."""
+    error = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    detail = str(getattr(error, "verify_message", "") or getattr(error, "reason", "") or error)
+    lowered = detail.lower()
+    if "mismatch" in lowered or "not valid for" in lowered:
+        return (
+            f"TLS: the certificate of {host} is not valid for that name ({detail}); check "
+            "base_url (use the host name the certificate was issued for)"
+        )
+    if "expired" in lowered or "not yet valid" in lowered:
+        return (
+            f"TLS: the certificate of {host} is expired or not yet valid ({detail}); the "
+            "server must renew it, or this machine's clock is wrong"
+        )
+    if "issuer" in lowered or "self-signed" in lowered or "self signed" in lowered:
+        return (
+            f"TLS: the certificate of {host} is signed by an authority this machine does "
+            f"not trust ({detail}); behind a TLS-inspecting proxy or with a private CA, "
+            "pass ssl='/path/to/ca-bundle.pem' (or an ssl.SSLContext)"
+        )
+    return (
+        f"TLS: the secure connection to {host} failed ({detail}); check base_url and "
+        "ssl= (is it an https server?)"
+    )
 
 
 def _describe(exc: BaseException) -> tuple[str, bool, bool]:
     """(what happened, may it have been sent, may it be retried) for an aiohttp failure."""
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return f"TLS failed: {exc.__class__.__name__}", False, False
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return "connect timed out", False, True
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -295,6 +418,9 @@ class Transport:
         requests_per_second: float | None,
         allow_insecure_http: bool,
         max_response_bytes: int = 0,
+        ssl: object = None,
+        proxy: object = None,
+        trust_env: bool | None = None,
         clock: Clock,
         sleep: Sleep,
         random: Callable[[], float],
@@ -313,6 +439,22 @@ class Transport:
         self.retry = retry
         self.max_connections = max_connections
         self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        given = [
+            n
+            for n, v in (("ssl", ssl), ("proxy", proxy), ("trust_env", trust_env))
+            if v is not None
+        ]
+        if session is not None and given:
+            raise ConfigurationError(
+                f"{', '.join(given)} cannot be combined with session=: your session keeps its "
+                "own TLS and proxy settings (set them on its connector and requests), or "
+                "leave session= out"
+            )
+        if trust_env is not None and not isinstance(trust_env, bool):
+            raise ConfigurationError(f"trust_env must be True or False, got {trust_env!r}")
+        self._ssl = check_ssl(ssl)
+        self._proxy, self._proxy_headers = check_proxy(proxy)
+        self._trust_env = bool(trust_env)
         self._user_session = session
         self._own_session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
@@ -368,8 +510,12 @@ class Transport:
             self._discard_session()
         if self._own_session is None:
             # Created here, inside the running loop, on first use.
-            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
-            session = aiohttp.ClientSession(connector=connector)
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections,
+                limit_per_host=0,
+                ssl=self._ssl if self._ssl is not None else True,
+            )
+            session = aiohttp.ClientSession(connector=connector, trust_env=self._trust_env)
             # aiohttp re-sends an idempotent request once on a dropped keep-alive
             # connection, unseen; our own retry loop does that with backoff and counts it.
             if hasattr(session, "_retry_connection"):
@@ -502,7 +648,7 @@ class Transport:
                     ) from failure.__cause__
                 if not can_retry or attempt >= self.retry.max_attempts:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
-                    raise failure.error(
+                    raise failure.final(
                         f"{method} {path} failed{tries}: {failure}", method=method, path=path
                     ) from failure.__cause__
                 await self._sleep(backoff_delay(attempt, self.retry, self._random))
@@ -571,6 +717,8 @@ class Transport:
                 allow_redirects=False,
                 raise_for_status=False,
                 timeout=self._aiohttp_timeout,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers or None,
             ) as response:
                 _read_in_small_bites(response)
                 data = await self._read_body(response)
@@ -578,8 +726,7 @@ class Transport:
                 kept = {k: v for k in ("Retry-After", "Location") if (v := response.headers.get(k))}
                 return response.status, data, kept
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            description, sent, retryable = _describe(exc)
-            failure = _Failure(description, sent=sent, retryable=retryable)
+            failure = _failure(exc, url.host or "", self._proxy)
             # The cause kept for debugging is stripped of request_info (headers!).
             failure.__cause__ = _scrub(exc)
         # Raised here, outside the except block, so aiohttp's exception is not its context.

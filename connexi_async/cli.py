@@ -39,6 +39,7 @@ from ._errors import (
     DecodeError,
     OutcomeUnknownError,
     PermissionDeniedError,
+    TLSError,
     TransportError,
     WindowError,
     format_instant,
@@ -298,6 +299,12 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[ConnexiClient]:
         raise UsageError(f"{missing} is not set: export it (or pass --sandbox to try the sandbox)")
     if base_url:
         options["base_url"] = base_url
+    # Like curl and pip, the command honours HTTPS_PROXY/NO_PROXY unless told not to.
+    options["trust_env"] = not args.no_proxy_env
+    if args.ca_file:
+        options["ssl"] = args.ca_file
+    if args.proxy:
+        options["proxy"] = args.proxy
     async with ConnexiClient(api_key=api_key, api_secret=api_secret, **options) as client:
         yield client
 
@@ -664,6 +671,21 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a plain-http --base-url that is not on loopback (the secret travels unencrypted)",
     )
+    group.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust this CA bundle instead of the system's (a TLS-inspecting proxy's, a private CA)",
+    )
+    group.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="http://[user:password@]proxy:3128 (default: $HTTPS_PROXY, honouring $NO_PROXY)",
+    )
+    group.add_argument(
+        "--no-proxy-env",
+        action="store_true",
+        help="ignore HTTPS_PROXY/HTTP_PROXY/NO_PROXY in the environment",
+    )
     group.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
     group.add_argument("--read-timeout", type=float, default=30.0, metavar="S")
     group.add_argument("--max-attempts", type=int, default=5, metavar="N")
@@ -919,6 +941,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"connexi-async: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         said = str(exc)
+        if isinstance(exc, TLSError) or isinstance(exc.__cause__, TLSError):
+            said = said.rstrip(".") + " (on the command line: --ca-file PEM)"
         print(
             f"connexi-async: error: {said}{'' if said.endswith('.') else '.'}{note}",
             file=sys.stderr,

@@ -11,7 +11,10 @@ Enable it in your ``conftest.py`` (it needs pytest-asyncio)::
 
 Fixtures: ``connexi_sandbox`` (a :class:`~connexi_async.sandbox.Sandbox` with 1,000
 orders in October 2026, seed 7) and ``connexi_client`` (a ``ConnexiClient`` on it with
-fast retries). Override ``connexi_sandbox_options`` to change the sandbox.
+fast retries). Override ``connexi_sandbox_options`` to change the sandbox. The HTTPS
+variants, ``connexi_tls_sandbox`` and ``connexi_tls_client``, serve the same data over
+TLS with a throwaway CA that the client trusts (they need ``trustme``, in the
+``testing`` extra).
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ import pytest_asyncio
 from ._client import ConnexiClient
 from .sandbox import Sandbox
 
-__all__ = ["connexi_client", "connexi_sandbox", "connexi_sandbox_options"]
+__all__ = [
+    "connexi_client",
+    "connexi_sandbox",
+    "connexi_sandbox_options",
+    "connexi_tls_client",
+    "connexi_tls_sandbox",
+]
 
 
 @pytest.fixture
@@ -45,6 +54,28 @@ async def connexi_sandbox(connexi_sandbox_options: dict[str, Any]) -> AsyncItera
 async def connexi_client(connexi_sandbox: Sandbox) -> AsyncIterator[ConnexiClient]:
     """A client for ``connexi_sandbox``, with retries that wait milliseconds, not seconds."""
     async with ConnexiClient(
-        **connexi_sandbox.credentials, backoff_base=0.001, backoff_max=0.01
+        **connexi_sandbox.credentials,
+        backoff_base=0.001,
+        backoff_max=0.01,
+        ssl=connexi_sandbox.client_ssl_context() if connexi_sandbox.tls else None,
+    ) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def connexi_tls_sandbox(connexi_sandbox_options: dict[str, Any]) -> AsyncIterator[Sandbox]:
+    """The sandbox over HTTPS, with a throwaway CA made for this test."""
+    async with Sandbox(**{**connexi_sandbox_options, "tls": True}) as sandbox:
+        yield sandbox
+
+
+@pytest_asyncio.fixture
+async def connexi_tls_client(connexi_tls_sandbox: Sandbox) -> AsyncIterator[ConnexiClient]:
+    """A client for ``connexi_tls_sandbox`` that trusts its CA, with fast retries."""
+    async with ConnexiClient(
+        **connexi_tls_sandbox.credentials,
+        ssl=connexi_tls_sandbox.client_ssl_context(),
+        backoff_base=0.001,
+        backoff_max=0.01,
     ) as client:
         yield client

@@ -59,7 +59,17 @@ async def tiny_server(
 
 def fast_client(sandbox: Sandbox, **options: object) -> ConnexiClient:
     defaults: dict[str, object] = {"backoff_base": 0.001, "backoff_max": 0.01, "read_timeout": 0.5}
+    if sandbox.tls:
+        defaults["ssl"] = sandbox.client_ssl_context()
     return ConnexiClient(**sandbox.credentials, **{**defaults, **options})  # type: ignore[arg-type]
+
+
+# Every fault kind behaves the same over HTTPS as over plain HTTP.
+over_http_and_https = pytest.mark.parametrize(
+    "connexi_sandbox_options",
+    [{"orders": 1_000, "seed": 7}, {"orders": 1_000, "seed": 7, "tls": True}],
+    ids=["http", "https"],
+)
 
 
 def first_pending(sandbox: Sandbox) -> int:
@@ -72,6 +82,7 @@ def first_pending(sandbox: Sandbox) -> int:
 RETRIED_FAULTS = list(RETRYABLE_FAULTS)  # every kind a GET or PATCH may retry
 
 
+@over_http_and_https
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
 async def test_get_retries_each_fault_once(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
     connexi_sandbox.state.stall_seconds = 2.0
@@ -83,6 +94,7 @@ async def test_get_retries_each_fault_once(connexi_sandbox: Sandbox, fault: Faul
     assert connexi_sandbox.recorder.count(GET) == 2
 
 
+@over_http_and_https
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
 async def test_patch_retries_each_fault_once(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
     connexi_sandbox.state.stall_seconds = 2.0
@@ -94,6 +106,7 @@ async def test_patch_retries_each_fault_once(connexi_sandbox: Sandbox, fault: Fa
     assert [o.order_status for o in updated] == ["accepted"]
 
 
+@over_http_and_https
 @pytest.mark.parametrize("fault", [FaultKind.RATE_LIMIT, FaultKind.RATE_LIMIT_DATE])
 async def test_post_retries_a_429(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
     connexi_sandbox.faults.script(POST, fault)
@@ -111,6 +124,7 @@ POST_UNKNOWN_FAULTS = [
 ]
 
 
+@over_http_and_https
 @pytest.mark.parametrize("fault", POST_UNKNOWN_FAULTS)
 async def test_post_is_never_sent_twice(connexi_sandbox: Sandbox, fault: FaultKind) -> None:
     connexi_sandbox.state.stall_seconds = 2.0
@@ -141,6 +155,7 @@ async def test_post_retries_when_the_connection_was_refused() -> None:
     assert len(sleeps) == 2
 
 
+@over_http_and_https
 async def test_malformed_json_is_a_decode_error_not_retried(connexi_sandbox: Sandbox) -> None:
     from connexi_async import DecodeError
 
@@ -151,6 +166,7 @@ async def test_malformed_json_is_a_decode_error_not_retried(connexi_sandbox: San
     assert connexi_sandbox.recorder.count(GET) == 1
 
 
+@over_http_and_https
 async def test_retries_give_up_after_max_attempts(connexi_sandbox: Sandbox) -> None:
     connexi_sandbox.faults.script(GET, *[FaultKind.UNAVAILABLE] * 3)
     async with fast_client(connexi_sandbox, max_attempts=3) as client:

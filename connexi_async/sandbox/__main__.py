@@ -46,6 +46,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--stall-seconds", type=float, default=10.0)
     parser.add_argument("--retry-after", type=int, default=0, help="seconds in Retry-After")
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throwaway CA; its certificate file is printed (CONNEXI_CA_FILE)",
+    )
+    parser.add_argument(
         "--cache-mb",
         type=int,
         default=DEFAULT_CACHE_BYTES // 2**20,
@@ -67,6 +72,7 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         cache_bytes=args.cache_mb * 2**20,
         host=args.host,
         port=args.port,
+        tls=args.tls,
     )
     if args.fault_rate:
         kinds = [FaultKind(k.strip()) for k in args.fault_kinds.split(",") if k.strip()]
@@ -86,6 +92,8 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"CONNEXI_BASE_URL={creds['base_url']}", flush=True)
         print(f"CONNEXI_API_KEY={creds['api_key']}", flush=True)
         print(f"CONNEXI_API_SECRET={creds['api_secret']}", flush=True)
+        if sandbox.tls:
+            print(f"CONNEXI_CA_FILE={sandbox.ca_file}", flush=True)
         print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
         await stop.wait()
     print("sandbox stopped", file=sys.stderr, flush=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import shutil
+import ssl
+import tempfile
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from aiohttp import web
 from yarl import URL
@@ -41,6 +45,11 @@ class Sandbox:
     and ``latency_ms``, ``cap``, ``stall_seconds``, ``retry_after`` may be changed while
     it runs. ``cache_bytes`` (64 MiB) bounds the encoded window bodies kept for repeated
     reads.
+
+    ``tls=True`` serves HTTPS with a throwaway CA and certificate made at start-up (for
+    ``tls_hostnames``; needs ``trustme``, in the ``testing`` extra): connect with
+    ``ConnexiClient(**sandbox.credentials, ssl=sandbox.client_ssl_context())``, or point
+    ``ssl=`` at ``sandbox.ca_file``.
     """
 
     def __init__(
@@ -62,6 +71,8 @@ class Sandbox:
         port: int = 0,
         api_key: str = DEFAULT_API_KEY,
         api_secret: str = DEFAULT_API_SECRET,
+        tls: bool = False,
+        tls_hostnames: Sequence[str] = ("127.0.0.1", "localhost"),
     ) -> None:
         config = DataConfig(
             seed=seed,
@@ -84,6 +95,10 @@ class Sandbox:
         )
         self._host = host
         self._port = port
+        self.tls = tls
+        self._tls_hostnames = tuple(tls_hostnames)
+        self._ca: Any = None  # trustme.CA while running with tls
+        self._ca_dir: Path | None = None
         self._runner: web.AppRunner | None = None
         self._base_url: URL | None = None
 
@@ -152,6 +167,40 @@ class Sandbox:
         self.state.invalidate()
         return created
 
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client-side context that trusts this sandbox's throwaway CA (tls=True)."""
+        if self._ca is None:
+            raise RuntimeError("the sandbox serves TLS only with Sandbox(tls=True), once started")
+        context = ssl.create_default_context()
+        self._ca.configure_trust(context)
+        return context
+
+    @property
+    def ca_file(self) -> str:
+        """The throwaway CA's certificate as a PEM file (tls=True), for ``ssl=`` or
+        ``SSL_CERT_FILE``."""
+        if self._ca_dir is None:
+            raise RuntimeError("the sandbox serves TLS only with Sandbox(tls=True), once started")
+        return str(self._ca_dir / "sandbox-ca.pem")
+
+    def _server_ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        try:
+            import trustme
+        except ImportError:
+            raise RuntimeError(
+                "Sandbox(tls=True) makes its certificates with trustme: "
+                "pip install 'connexi-async[testing]'"
+            ) from None
+        self._ca = trustme.CA()
+        certificate = self._ca.issue_cert(*self._tls_hostnames)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        certificate.configure_cert(context)
+        self._ca_dir = Path(tempfile.mkdtemp(prefix="connexi-sandbox-"))
+        self._ca.cert_pem.write_to_path(self.ca_file)
+        return context
+
     def order_ids(self, start: datetime, end: datetime) -> list[int]:
         """The ids the sandbox holds with ``start <= created_at < end``, in its order."""
         return [o.id for o in self.dataset.between(start, end)]
@@ -165,17 +214,20 @@ class Sandbox:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
+        site = web.TCPSite(runner, self._host, self._port, ssl_context=self._server_ssl_context())
         await site.start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
-        self._base_url = URL.build(scheme="http", host=host, port=port)
+        self._base_url = URL.build(scheme="https" if self.tls else "http", host=host, port=port)
 
     async def stop(self) -> None:
         await self.state.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._ca_dir is not None:
+            shutil.rmtree(self._ca_dir, ignore_errors=True)
+            self._ca_dir = None
 
     async def __aenter__(self) -> Sandbox:
         await self.start()
