@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import aiohttp
 from yarl import URL
 
+from ._auth import V1Auth
 from ._chunks import Body
 from ._convert import (
     build_order,
@@ -133,8 +134,7 @@ class ConnexiClient:
         )
         self.max_batch = check_count("max_batch", max_batch, high=1_000_000)
         self._transport = Transport(
-            api_key=api_key,
-            api_secret=api_secret,
+            auth=V1Auth(api_key, api_secret),
             base_url=base_url,
             session=session,
             timeouts=timeouts,

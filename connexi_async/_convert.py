@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from functools import partial
+from functools import cache, partial
 from typing import Annotated, Any, Final, Optional, TypeVar
 
 import attrs
@@ -45,7 +45,21 @@ from cattrs.gen import make_dict_structure_fn, override
 from ._chunks import DEFAULT_PIECE_BYTES, Body, find_array, next_cut
 from ._cooperative import Steps, run_steps
 from ._errors import DecodeError, EncodeError, FieldError
-from ._models import LineItem, Location, NewLineItem, NewOrder, Order, StatusUpdate
+from ._models import (
+    DeliveryLine,
+    DeliveryOrder,
+    LineItem,
+    Location,
+    NewLineItem,
+    NewOrder,
+    Order,
+    PartnerLineItem,
+    PartnerOrder,
+    ProductStock,
+    StatusUpdate,
+    StockUpdateItem,
+    StockUpdateRecord,
+)
 
 __all__ = [
     "AMOUNT_DIGITS",
@@ -203,6 +217,14 @@ def _to_int(value: Any) -> int:
     raise ValueError(f"expected an integer, got {_show(value)}")
 
 
+def _to_bool(value: Any) -> bool:
+    if value is True or value is False:
+        return value
+    if value is None:
+        return False
+    raise ValueError(f"expected true or false, got {_show(value)}")
+
+
 def _to_required_int(value: Any) -> int:
     if value is None or value == "":
         raise ValueError(f"expected an integer, got {_show(value)}")
@@ -301,25 +323,64 @@ def _timestamp_miss(value: str) -> datetime | None:
 # The models' field kinds, read once from their attrs fields.
 # ---------------------------------------------------------------------------------------
 
-_STR, _INT, _DEC, _TS, _ITEMS = "str", "int", "dec", "ts", "items"
+_STR, _INT, _DEC, _TS, _ITEMS, _BOOL = "str", "int", "dec", "ts", "items", "bool"
 _KIND_OF_TYPE: dict[object, str] = {
     str: _STR,
     int: _INT,
     Decimal: _DEC,
     datetime | None: _TS,
-    tuple[LineItem, ...]: _ITEMS,
-    tuple[NewLineItem, ...]: _ITEMS,
+    bool: _BOOL,
 }
-_ITEM_CLASS: dict[type, type] = {Order: LineItem, NewOrder: NewLineItem}
-_RECORD_CLASSES = (Order, LineItem, NewOrder, NewLineItem, StatusUpdate)
+# Every record model; nested ones (tuples of a model) are found from the annotations.
+_RECORD_CLASSES = (
+    Order,
+    LineItem,
+    NewOrder,
+    NewLineItem,
+    StatusUpdate,
+    PartnerOrder,
+    PartnerLineItem,
+    DeliveryOrder,
+    DeliveryLine,
+    ProductStock,
+    StockUpdateRecord,
+    StockUpdateItem,
+)
+
+
+@attrs.frozen
+class _Field:
+    """What the generators need of one model field: its name on the model and on the
+    wire, its kind, whether it is required, and for a nested list its item model."""
+
+    name: str
+    wire: str
+    kind: str
+    required: bool
+    item: type | None
+
+
+@cache
+def _fields(cls: type) -> tuple[_Field, ...]:
+    hints = attrs.resolve_types(cls)
+    fields = []
+    for a in attrs.fields(hints):
+        kind = _KIND_OF_TYPE.get(a.type)
+        item = None
+        if kind is None:
+            args: tuple[Any, ...] = getattr(a.type, "__args__", ())
+            if len(args) == 2 and args[1] is Ellipsis and attrs.has(args[0]):
+                kind, item = _ITEMS, args[0]
+            else:  # pragma: no cover - a model field of a type no rule covers
+                raise TypeError(f"{cls.__name__}.{a.name}: no value rule for {a.type}")
+        wire = a.metadata.get("wire", a.name)
+        fields.append(_Field(a.name, wire, kind, a.default is attrs.NOTHING, item))
+    return tuple(fields)
 
 
 def _field_kinds(cls: type) -> list[tuple[str, str, bool]]:
     """(name, kind, required) for every field of a record model."""
-    hints = attrs.resolve_types(cls)
-    return [
-        (a.name, _KIND_OF_TYPE[a.type], a.default is attrs.NOTHING) for a in attrs.fields(hints)
-    ]
+    return [(f.name, f.kind, f.required) for f in _fields(cls)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,26 +390,37 @@ def _field_kinds(cls: type) -> list[tuple[str, str, bool]]:
 _Int64 = Annotated[int, msgspec.Meta(ge=INT_MIN, le=INT_MAX)]
 
 
-def _wire_struct(cls: type, item_wire: type | None) -> type[msgspec.Struct]:
+@cache
+def _wire_struct(cls: type) -> type[msgspec.Struct]:
     """A msgspec struct mirroring ``cls`` as it travels: amounts untyped (``Any``: a
     JSON number's text goes through ``_bounded_decimal``, an int or a string is left to
-    the rules), timestamps as text, line items under either key."""
+    the rules), timestamps as text, nested records as their own wire structs (line items
+    under either key), fields under their wire names."""
     fields: list[tuple[str, Any, Any]] = []
-    for name, kind, required in _field_kinds(cls):
-        if kind == _STR:
+    for f in _fields(cls):
+        if f.kind == _STR:
             spec: Any = str
             default: Any = ""
-        elif kind == _INT:
+        elif f.kind == _INT:
             spec, default = _Int64, 0
-        elif kind == _DEC:
+        elif f.kind == _DEC:
             spec, default = Any, _ZERO
-        elif kind == _TS:
+        elif f.kind == _TS:
             spec, default = str | None, None
+        elif f.kind == _BOOL:
+            spec, default = bool, False
         else:
+            assert f.item is not None
+            item_wire = _wire_struct(f.item)
             spec, default = list[item_wire] | None, None  # type: ignore[valid-type]
-            fields.append(("line_item", Optional[item_wire], None))  # noqa: UP045
-        fields.append((name, spec, msgspec.NODEFAULT if required else default))
-        if name == "updated_at":  # one revision of the API spells it update_at
+            if f.name == "line_items":  # one revision of the API: a single "line_item"
+                fields.append(("line_item", Optional[item_wire], None))  # noqa: UP045
+        if f.required:
+            default = msgspec.NODEFAULT
+        if f.wire != f.name:
+            default = msgspec.field(default=default, name=f.wire)
+        fields.append((f.name, spec, default))
+        if f.name == "updated_at":  # one revision of the API spells it update_at
             fields.append(("update_at", str | None, None))
     return msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, gc=False)
 
@@ -361,6 +433,7 @@ def _rule_lines(cls: type) -> list[tuple[str, list[str]]]:
     The one source of the fast path's rules, for all three functions generated below."""
     fields: list[tuple[str, list[str]]] = []
     for name, kind, required in _field_kinds(cls):
+        item = f"item_{name}"
         lines: list[str] = []
         if kind == _STR and required:
             lines += [f"v = w.{name}", "if not v:", "    to_required_str(v)"]
@@ -379,15 +452,17 @@ def _rule_lines(cls: type) -> list[tuple[str, list[str]]]:
             if name == "updated_at":  # one revision of the API spells it update_at
                 lines += ["if v is None:", "    v = w.update_at"]
             lines.append("v = None if v is None or v == ZERO_TIME else (recent(v) or stamp(v))")
-        elif kind == _ITEMS:  # a list, null, or one object under "line_item"
+        elif kind == _ITEMS and name == "line_items":  # a list, null, or one "line_item"
             lines += [
                 f"v = w.{name}",
                 "if v is None:",
                 "    v = w.line_item",
-                "    v = () if v is None else (item(v),)",
+                f"    v = () if v is None else ({item}(v),)",
                 "else:",
-                "    v = tuple([item(x) for x in v])",
+                f"    v = tuple([{item}(x) for x in v])",
             ]
+        elif kind == _ITEMS:  # a list or null
+            lines += [f"v = w.{name}", f"v = () if v is None else tuple([{item}(x) for x in v])"]
         fields.append((name, lines))
     return fields
 
@@ -423,17 +498,24 @@ def _setters(cls: type) -> dict[str, Any]:
     }
 
 
-def _generate_convert(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+def _items(cls: type, generate: Callable[[type], Callable[[Any], Any]]) -> dict[str, Any]:
+    """``item_<field>``: the generated function of each nested record field."""
+    return {f"item_{f.name}": generate(f.item) for f in _fields(cls) if f.item is not None}
+
+
+@cache
+def _generate_convert(cls: type) -> Callable[[Any], Any]:
     """``convert(wire) -> model`` in one pass: what ``decode_orders`` uses."""
     source = ["def convert(w):", "    o = new(cls)"]
     for index, (name, lines) in enumerate(_rule_lines(cls)):
         source += [f"    {line}" for line in lines]
         source.append(f"    set{index}(o, {'v' if lines else f'w.{name}'})")
     source.append("    return o")
-    return _compile(source, cls.__name__, {"item": item_fn, **_setters(cls)})
+    return _compile(source, cls.__name__, {**_items(cls, _generate_convert), **_setters(cls)})
 
 
-def _generate_prepare(cls: type, item_fn: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+@cache
+def _generate_prepare(cls: type) -> Callable[[Any], Any]:
     """``prepare(wire) -> wire``: the rules applied in place, the model not built yet.
 
     A prepared wire struct holds the final values; :func:`_generate_build` copies them
@@ -448,12 +530,11 @@ def _generate_prepare(cls: type, item_fn: Callable[[Any], Any] | None) -> Callab
             source += [f"    {line}" for line in lines]
             source.append(f"    w.{name} = v")
     source.append("    return w")
-    return _compile(source, cls.__name__, {"item": item_fn})
+    return _compile(source, cls.__name__, _items(cls, _generate_prepare))
 
 
-def _generate_build(
-    cls: type, wire: type, item_fn: Callable[[Any], Any] | None
-) -> Callable[[Any], Any]:
+@cache
+def _generate_build(cls: type) -> Callable[[Any], Any]:
     """``build(prepared wire) -> model``; a model (from the validating path) passes as is."""
     source = [
         "def build(w):",
@@ -462,10 +543,11 @@ def _generate_build(
         "    o = new(cls)",
     ]
     for index, (name, kind, _required) in enumerate(_field_kinds(cls)):
-        value = f"tuple([item(x) for x in w.{name}])" if kind == _ITEMS else f"w.{name}"
+        value = f"tuple([item_{name}(x) for x in w.{name}])" if kind == _ITEMS else f"w.{name}"
         source.append(f"    set{index}(o, {value})")
     source.append("    return o")
-    return _compile(source, cls.__name__, {"wire": wire, "item": item_fn, **_setters(cls)})
+    namespace = {"wire": _wire_struct(cls), **_items(cls, _generate_build), **_setters(cls)}
+    return _compile(source, cls.__name__, namespace)
 
 
 # ---------------------------------------------------------------------------------------
@@ -479,11 +561,16 @@ def _make_validating_converter() -> cattrs.Converter:
     converter.register_structure_hook(int, lambda v, _: _to_int(v))
     converter.register_structure_hook(Decimal, lambda v, _: _to_decimal(v))
     converter.register_structure_hook(datetime | None, lambda v, _: _to_timestamp(v))
+    converter.register_structure_hook(bool, lambda v, _: _to_bool(v))
 
     def items_hook(item_cls: type) -> Callable[[Any, Any], tuple[Any, ...]]:
+        # "line items" for LineItem, NewLineItem, PartnerLineItem; "delivery orders"...
+        words = re.findall("[A-Z][a-z]+", item_cls.__name__)
+        what = " ".join(w.lower() for w in words if w not in ("New", "Partner")) + "s"
+
         def structure_items(value: Any, _: Any) -> tuple[Any, ...]:
             if not isinstance(value, list):
-                raise ValueError(f"expected a list of line items, got {_show(value)}")
+                raise ValueError(f"expected a list of {what}, got {_show(value)}")
             items: list[Any] = []
             errors: list[Exception] = []
             for index, raw in enumerate(value):
@@ -493,26 +580,30 @@ def _make_validating_converter() -> cattrs.Converter:
                     exc.add_note(IterableValidationNote(f"@ index {index}", index, item_cls))
                     errors.append(exc)
             if errors:
-                raise IterableValidationError("line items", errors, tuple)
+                raise IterableValidationError(what, errors, tuple)
             return tuple(items)
 
         return structure_items
 
-    for item_cls in (LineItem, NewLineItem):
+    nested = {f.item for cls in _RECORD_CLASSES for f in _fields(cls) if f.item is not None}
+    for item_cls in nested:
         hook = items_hook(item_cls)
         tuple_type: Any = tuple[item_cls, ...]  # type: ignore[valid-type]
         converter.register_structure_hook_func(partial(operator.eq, tuple_type), hook)
 
     for cls in _RECORD_CLASSES:
         overrides = {
-            name: override(
+            f.name: override(
                 struct_hook=(lambda v, _: _to_required_int(v))
-                if kind == _INT
+                if f.kind == _INT
                 else (lambda v, _: _to_required_str(v))
             )
-            for name, kind, required in _field_kinds(cls)
-            if required
+            for f in _fields(cls)
+            if f.required
         }
+        for f in _fields(cls):
+            if f.wire != f.name:
+                overrides[f.name] = override(rename=f.wire)
         generated = make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
         converter.register_structure_hook(cls, _with_aliases(generated))
     return converter
@@ -604,16 +695,10 @@ class _Kind:
     validate: Callable[[Any, str, list[FieldError]], Any]
 
 
-def _model_kind(cls: type, keys: tuple[str, ...], item_cls: type | None = None) -> _Kind:
-    """The kind of an attrs record model (and its line items, if any)."""
-    item_wire = item_convert = item_prepare = item_build = None
-    if item_cls is not None:
-        item_wire = _wire_struct(item_cls, None)
-        item_convert = _generate_convert(item_cls, None)
-        item_prepare = _generate_prepare(item_cls, None)
-        item_build = _generate_build(item_cls, item_wire, None)
-    wire = _wire_struct(cls, item_wire)
-    name_ids = cls in (Order, StatusUpdate)
+def _model_kind(cls: type, keys: tuple[str, ...]) -> _Kind:
+    """The kind of an attrs record model, its nested records included."""
+    wire = _wire_struct(cls)
+    name_ids = any(f.name == "id" and f.required for f in _fields(cls))
 
     def validate(record: Any, path: str, errors: list[FieldError]) -> Any:
         try:
@@ -626,16 +711,19 @@ def _model_kind(cls: type, keys: tuple[str, ...], item_cls: type | None = None) 
         keys=keys,
         pieces=msgspec.json.Decoder(list[wire], float_hook=_bounded_decimal),  # type: ignore[valid-type]
         single=msgspec.json.Decoder(wire, float_hook=_bounded_decimal),
-        convert=_generate_convert(cls, item_convert),
-        prepare=_generate_prepare(cls, item_prepare),
-        build=_generate_build(cls, wire, item_build),
+        convert=_generate_convert(cls),
+        prepare=_generate_prepare(cls),
+        build=_generate_build(cls),
         validate=validate,
     )
 
 
-_ORDERS = _model_kind(Order, ("orders", "data"), LineItem)
-_NEW_ORDERS = _model_kind(NewOrder, ("orders", "data"), NewLineItem)
+_ORDERS = _model_kind(Order, ("orders", "data"))
+_NEW_ORDERS = _model_kind(NewOrder, ("orders", "data"))
 _STATUS_UPDATES = _model_kind(StatusUpdate, ("data",))
+_PARTNER_ORDERS = _model_kind(PartnerOrder, ("data",))
+_PRODUCT_STOCKS = _model_kind(ProductStock, ("data",))
+_STOCK_UPDATES = _model_kind(StockUpdateRecord, ("data",))
 
 
 def _location(value: Any, path: str, errors: list[FieldError]) -> Location | None:
@@ -1221,18 +1309,26 @@ def _items_text(value: object, name: str, item_cls: type, encode: Callable[[Any]
     return "[" + ",".join([encode(x) for x in value]) + "]"
 
 
-def _generate_encoder(
-    cls: type, item_cls: type | None, item_fn: Callable[[Any], str] | None
-) -> Callable[[Any], str]:
+def _bool_text(value: object, name: str) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    raise EncodeError(f"field {name}: expected a bool, got {type(value).__name__}")
+
+
+@cache
+def _generate_encoder(cls: type) -> Callable[[Any], str]:
     """``encode(record) -> str``: one join of literal keys and per-field value texts, the
-    common types handled inline (a C call each), anything else through the checked path."""
-    fields = _field_kinds(cls)
+    common types handled inline (a C call each), anything else through the checked path.
+    Keys are the fields' wire names; nested records go through their own encoders."""
+    fields = _fields(cls)
     lines = ["def encode(o):"]
-    lines += [f"    v{i} = o.{name}" for i, (name, _kind, _req) in enumerate(fields)]
+    lines += [f"    v{i} = o.{f.name}" for i, f in enumerate(fields)]
     pieces: list[str] = []
     literal = "{"
-    for i, (name, kind, _required) in enumerate(fields):
-        key = json.dumps(name)
+    items: dict[str, Any] = {}
+    for i, f in enumerate(fields):
+        name, kind = f.name, f.kind
+        key = json.dumps(f.wire)
         sep = "" if i == 0 else ","
         var = f"v{i}"
         if kind == _TS:
@@ -1259,8 +1355,13 @@ def _generate_encoder(
             )
         elif kind == _DEC:
             pieces.append(f"decimal({var}, {name!r})")
+        elif kind == _BOOL:
+            pieces.append(f"boolean({var}, {name!r})")
         else:
-            pieces.append(f"items({var}, {name!r}, item_cls, item)")
+            assert f.item is not None
+            items[f"cls_{name}"] = f.item
+            items[f"item_{name}"] = _generate_encoder(f.item)
+            pieces.append(f"items({var}, {name!r}, cls_{name}, item_{name})")
     pieces.append(repr(literal + "}"))
     lines.append("    return ''.join((")
     lines += [f"        {piece}," for piece in pieces if piece != "''"]
@@ -1273,21 +1374,16 @@ def _generate_encoder(
         "decimal": _decimal_text,
         "timestamp": _timestamp_text,
         "items": _items_text,
-        "item": item_fn,
-        "item_cls": item_cls,
+        "boolean": _bool_text,
         "MIN": INT_MIN,
         "MAX": INT_MAX,
+        **items,
     }
     exec(compile("\n".join(lines), f"<connexi_async encoder {cls.__name__}>", "exec"), namespace)
     return namespace["encode"]  # type: ignore[no-any-return]
 
 
-_ENCODE: dict[type, Callable[[Any], str]] = {}
-_ENCODE[LineItem] = _generate_encoder(LineItem, None, None)
-_ENCODE[NewLineItem] = _generate_encoder(NewLineItem, None, None)
-_ENCODE[Order] = _generate_encoder(Order, LineItem, _ENCODE[LineItem])
-_ENCODE[NewOrder] = _generate_encoder(NewOrder, NewLineItem, _ENCODE[NewLineItem])
-_ENCODE[StatusUpdate] = _generate_encoder(StatusUpdate, None, None)
+_ENCODE: dict[type, Callable[[Any], str]] = {cls: _generate_encoder(cls) for cls in _RECORD_CLASSES}
 
 _CHILD_KEYS = ("provinces", "cities", "districts")
 

@@ -1,4 +1,6 @@
-"""Typed records of the Connexi v1 API: orders, line items, locations, status updates.
+"""Typed records of the Connexi v1 API (orders, line items, locations, status updates)
+and of SIRCLO's partner API (partner orders with delivery orders, product stock, the
+stock update history).
 
 All models are attrs classes, frozen, slotted and keyword-only. Timestamps are aware
 UTC datetimes or ``None`` when unset (the API's Go zero time); amounts and rates are
@@ -16,14 +18,21 @@ from decimal import Decimal
 import attrs
 
 __all__ = [
+    "DeliveryLine",
+    "DeliveryOrder",
     "LineItem",
     "Location",
     "NewLineItem",
     "NewOrder",
     "Order",
     "OrderStatus",
+    "PartnerLineItem",
+    "PartnerOrder",
+    "ProductStock",
     "Reconciliation",
     "StatusUpdate",
+    "StockUpdateItem",
+    "StockUpdateRecord",
 ]
 
 _ZERO = Decimal(0)
@@ -278,3 +287,158 @@ class Reconciliation:
     missing: tuple[NewOrder, ...] = ()
     # No remote_order_id or marketplace_code to look for: the server cannot tell us.
     unidentifiable: tuple[NewOrder, ...] = ()
+
+
+# -- the partner API ---------------------------------------------------------------------
+# Same exactness rules as v1. A field whose name on the wire differs (a typo of the
+# documentation kept by the server) says so in its metadata: {"wire": "..."}.
+
+
+def _wire(name: str, default: object) -> object:
+    return attrs.field(default=default, metadata={"wire": name})
+
+
+@attrs.frozen(kw_only=True)
+class PartnerLineItem:
+    """One line of a partner order (``raw_price``: the price before discount, on create)."""
+
+    id: int = 0
+    order_item_id: str = ""
+    sku: str = ""
+    name: str = ""
+    quantity: int = 0
+    unit_price: Decimal = _ZERO
+    raw_price: Decimal = _ZERO
+    discount: Decimal = _ZERO
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryLine:
+    """One line of a delivery order: what leaves which stock location."""
+
+    id: int = 0
+    name: str = ""
+    sku: str = ""
+    product_name: str = ""
+    order_quantity: int = 0
+    location: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryOrder:
+    """A delivery order of a partner order (``with_delivery_orders=True``)."""
+
+    id: int = 0
+    order_id: str = ""
+    delivery_number: str = ""
+    airwaybill_number: str = ""
+    do_status: str = ""
+    delivery_lines: tuple[DeliveryLine, ...] = ()
+    sent_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PartnerOrder:
+    """An order as the partner API's Get Order returns it.
+
+    ``order_id`` is the partner's own id (a natural key the server refuses twice);
+    ``id`` is Connexi's. ``status`` is one of pending, accepted, packed, completed,
+    cancelled (kept a ``str``: a new one still decodes).
+
+    >>> PartnerOrder(id=2886789, order_id="ORD-123").status
+    ''
+    """
+
+    id: int
+    order_id: str = ""
+    order_date: datetime | None = None
+    order_number: str = ""
+    customer_reference: str = ""
+    shipment_reference: str = ""
+    status: str = ""
+    delivery_name: str = ""
+    delivery_mobile: str = ""
+    delivery_email: str = ""
+    delivery_street_address: str = ""
+    delivery_city: str = ""
+    delivery_region: str = ""
+    delivery_suburb: str = ""
+    delivery_country: str = ""
+    delivery_post_code: str = ""
+    delivery_method: str = ""
+    payment_method: str = ""
+    airwaybill_number: str = ""
+    currency_code: str = ""
+    subtotal: Decimal = _ZERO
+    discount_total: Decimal = _ZERO
+    shipping_total: Decimal = _ZERO
+    tax_total: Decimal = _ZERO
+    total: Decimal = _ZERO
+    line_items: tuple[PartnerLineItem, ...] = ()
+    delivery_orders: tuple[DeliveryOrder, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ProductStock:
+    """A product's stock (Get Stock). The server spells ``updated_at`` as ``update_at``."""
+
+    id: int
+    sku: str = ""
+    partner_sku: str = ""
+    partner_variant_sku: str = ""
+    name: str = ""
+    stock: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StockUpdateItem:
+    """One channel's outcome of a stock update job (``client_reponse`` on the wire)."""
+
+    id: int = 0
+    update_stock_history_id: int = 0
+    store_id: int = 0
+    store_name: str = ""
+    warehouse_id: int = 0
+    warehouse_name: str = ""
+    variant_id: int = 0
+    sku: str = ""
+    remote_variant: str = ""
+    row_number: int = 0
+    channel: str = ""
+    qty: int = 0
+    retrier_count: int = 0
+    progress: bool = False
+    client_response: str = _wire("client_reponse", "")  # type: ignore[assignment]
+    message: str = ""
+    success: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StockUpdateRecord:
+    """One stock update job of the inventory history, with its per-channel ``items``
+    (``update_stock_history_item`` on the wire)."""
+
+    id: int
+    tenant_id: int = 0
+    user_id: int = 0
+    transaction_code: str = ""
+    action_name: str = ""
+    upload_file_url: str = ""
+    total_sku: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    items: tuple[StockUpdateItem, ...] = _wire("update_stock_history_item", ())  # type: ignore[assignment]

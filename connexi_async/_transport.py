@@ -28,6 +28,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from ._auth import Auth, _Secret, encode_query
 from ._chunks import Body
 from ._errors import (
     APIError,
@@ -85,30 +86,6 @@ class Response:
     status: int
     body: Body
     attempts: int
-
-
-class _Secret(str):
-    """A string that never shows itself in a repr."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-
-def check_credential(name: str, value: object) -> str:
-    """Non-empty, printable, header-safe; the message never echoes the value."""
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{name} must be a non-empty string")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ConfigurationError(f"{name} contains a control character (a stray newline?)")
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ConfigurationError(f"{name} has characters an HTTP header cannot carry") from None
-    if value != value.strip():
-        raise ConfigurationError(f"{name} starts or ends with white space")
-    return value
 
 
 def check_seconds(name: str, value: object, *, allow_inf: bool = False) -> float:
@@ -374,7 +351,12 @@ _HINTS: dict[type[APIError], str] = {
 
 
 def api_error(
-    status: int, method: str, path: str, body: bytes | bytearray, headers: Mapping[str, str]
+    status: int,
+    method: str,
+    path: str,
+    body: bytes | bytearray,
+    headers: Mapping[str, str],
+    hints: Mapping[type, str] | None = None,
 ) -> APIError:
     """The typed exception for a non-2xx status."""
     message, reference, excerpt = _error_details(body)
@@ -399,7 +381,7 @@ def api_error(
     if status >= 500:
         return ServerError(**common)
     cls = _STATUS_ERRORS.get(status, APIError)
-    return cls(hint=_HINTS.get(cls, ""), **common)
+    return cls(hint=(hints or {}).get(cls) or _HINTS.get(cls, ""), **common)
 
 
 class Transport:
@@ -408,8 +390,7 @@ class Transport:
     def __init__(
         self,
         *,
-        api_key: str,
-        api_secret: str,
+        auth: Auth,
         base_url: str | URL,
         session: aiohttp.ClientSession | None,
         timeouts: Timeouts,
@@ -426,8 +407,7 @@ class Transport:
         random: Callable[[], float],
         wall_clock: Callable[[], datetime],
     ) -> None:
-        self._api_key = check_credential("api_key", api_key)
-        self._api_secret = _Secret(check_credential("api_secret", api_secret))
+        self._auth = auth
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         check_count("max_connections", max_connections, high=100_000)
         if requests_per_second is not None:
@@ -474,7 +454,7 @@ class Transport:
         )
 
     def __repr__(self) -> str:
-        return f"<Transport {self.base_url} api_key={self._api_key[:4]}…>"
+        return f"<Transport {self.base_url} {self._auth.describe()}>"
 
     # -- session ---------------------------------------------------------------------
 
@@ -574,8 +554,15 @@ class Transport:
 
     # -- requests --------------------------------------------------------------------
 
-    def url(self, path: str) -> URL:
-        return self.base_url.with_path(self.base_url.path.rstrip("/") + path)
+    def target(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """The request target as it goes on the wire: the base URL's path, ``path``, and
+        the query encoded once, here (what the partner API signs)."""
+        query = f"?{encode_query(params)}" if params else ""
+        return self.base_url.raw_path.rstrip("/") + path + query
+
+    def url(self, path: str, params: Mapping[str, str] | None = None) -> URL:
+        # Marked as encoded: aiohttp and yarl send these bytes as they are.
+        return URL(str(self.base_url.origin()) + self.target(path, params), encoded=True)
 
     async def request(
         self,
@@ -613,10 +600,11 @@ class Transport:
         params: Mapping[str, str] | None,
         body: Payload | None,
     ) -> Response:
-        url = self.url(path)
-        # The secret stays a _Secret (a str whose repr is '***') all the way to aiohttp, so
-        # no frame's locals show it (pytest -l, Sentry, rich tracebacks).
-        headers: dict[str, str] = {"api_key": self._api_key, "api_secret": self._api_secret}
+        url = self.url(path, params)
+        # Secrets stay _Secrets (a str whose repr is '***') all the way to aiohttp, so no
+        # frame's locals show them (pytest -l, Sentry, rich tracebacks). The partner API's
+        # signature covers these exact target and body bytes.
+        headers = self._auth.headers(self.target(path, params), body)
         if body is not None:
             headers["Content-Type"] = "application/json"
         attempt = 0
@@ -626,9 +614,7 @@ class Transport:
             started = self._clock()
             failure: _Failure | None = None
             try:
-                status, data, response_headers = await self._send(
-                    method, url, params, body, headers
-                )
+                status, data, response_headers = await self._send(method, url, body, headers)
             except _Failure as caught:
                 failure = caught
             if failure is not None:
@@ -659,7 +645,9 @@ class Transport:
             )
             if 200 <= status < 300:
                 return Response(status=status, body=data, attempts=attempt)
-            error = api_error(status, method, path, data.slice(0, 65536), response_headers)
+            error = api_error(
+                status, method, path, data.slice(0, 65536), response_headers, self._auth.hints
+            )
             if not may_retry_status(method, status):
                 if method == "POST" and isinstance(error, ServerError):
                     raise _outcome_unknown(
@@ -702,7 +690,6 @@ class Transport:
         self,
         method: str,
         url: URL,
-        params: Mapping[str, str] | None,
         body: Payload | None,
         headers: dict[str, str],
     ) -> tuple[int, Body, Mapping[str, str]]:
@@ -711,7 +698,6 @@ class Transport:
             async with session.request(
                 method,
                 url,
-                params=params,
                 data=_request_data(body),
                 headers=headers,
                 allow_redirects=False,

@@ -83,7 +83,9 @@ async def test_dense_batches_and_a_sync_never_stall_the_loop(tmp_path: Path) -> 
     async with Sandbox(orders=16_000, days=2) as sandbox:
         async with ConnexiClient(**sandbox.credentials) as client, ticker() as lateness:
             since, until = OCT1, OCT1 + timedelta(days=2)
-            async with client.orders(since, until) as stream:
+            # A batch holds its window's models at once: windows of hundreds of orders
+            # (see the README on batch sizes), as the sync's default of an hour gives.
+            async with client.orders(since, until, window=timedelta(hours=2)) as stream:
                 sizes = [len(b) async for b in stream.batches()]
             sync = OrderSync(
                 client,
@@ -91,7 +93,7 @@ async def test_dense_batches_and_a_sync_never_stall_the_loop(tmp_path: Path) -> 
                 key="s",
                 start=OCT1,
                 now=lambda: until + timedelta(minutes=2),
-                window=timedelta(days=1),
+                window=timedelta(hours=2),
                 lookback=timedelta(days=1),
             )
             async with sync.run_once() as run:

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import connexi_async
+import connexi_async.sync
 from connexi_async import (
     DecodeError,
     EncodeError,
@@ -37,6 +38,7 @@ from connexi_async import (
 from connexi_async import _convert as convert
 from connexi_async._chunks import Body, array_pieces, next_cut
 from connexi_async._retry import parse_retry_after
+from connexi_async.sync import CheckpointConflictError, SyncError, SyncLockedError
 
 DECODERS = [decode_orders, decode_new_orders, decode_status_updates, decode_locations]
 # Generous: an input that takes this long is a hang, not a slow machine.
@@ -403,7 +405,14 @@ def every_error() -> list[connexi_async.ConnexiError]:
         connexi_async.RedirectError(location="http://x", **api),
         connexi_async.TransportError("reset", method="GET", path="/v1/order"),
         connexi_async.ResponseTooLargeError("big", method="GET", path="/v1/order"),
-        connexi_async.OutcomeUnknownError("maybe", method="POST", path="/v1/order"),
+        connexi_async.TLSError("tls", method="GET", path="/v1/order", host="api.example"),
+        connexi_async.ProxyError("proxy", method="GET", path="/v1/order"),
+        SyncError("unreadable"),
+        SyncLockedError("running", key="k", holder="pid 1"),
+        CheckpointConflictError("moved", key="k", expected=1, found=2),
+        connexi_async.OutcomeUnknownError(
+            "maybe", method="POST", path="/v1/order", orders=[connexi_async.NewOrder()], sent_at=NOW
+        ),
         connexi_async.WindowError(NOW, NOW + timedelta(days=1), "boom"),
         connexi_async.WindowTooDenseError(NOW, NOW + timedelta(seconds=1), 100),
     ]
@@ -414,8 +423,9 @@ def test_every_error_class_is_covered() -> None:
     covered = {type(e) for e in every_error()}
     public = {
         obj
-        for name in connexi_async.__all__
-        if isinstance(obj := getattr(connexi_async, name), type)
+        for module in (connexi_async, connexi_async.sync)
+        for name in module.__all__
+        if isinstance(obj := getattr(module, name), type)
         and issubclass(obj, connexi_async.ConnexiError)
     }
     assert public <= covered

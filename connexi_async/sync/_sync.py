@@ -110,6 +110,8 @@ class _RunState:
     since: datetime
     done: dict[datetime, datetime] = attrs.field(factory=dict)
     ended: bool = False
+    handed: int = 0  # batches handed out (counted, not kept: a run never holds them all)
+    committed: int = 0
     lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
     def next_checkpoint(
@@ -159,6 +161,7 @@ class _RunState:
             # Saved: this run's view follows, even if a cancellation came meanwhile.
             self.done = done
             batch.committed = True
+            self.committed += 1
             stats = self.sync.stats
             stats.batches += 1
             stats.records += len(ids)
@@ -290,7 +293,6 @@ class SyncRun:
             return
         run = _RunState(sync=sync, checkpoint=checkpoint, since=since)
         already = checkpoint.delivered_ids()
-        handed: list[SyncBatch] = []
         committed_before = sync.stats.records
         try:
             async with sync.client.orders(
@@ -306,12 +308,13 @@ class SyncRun:
                     if not records:
                         run.skip(batch.window)
                         continue
-                    handed.append(SyncBatch(run, batch.window, records))
-                    yield handed[-1]
+                    run.handed += 1
+                    yield SyncBatch(run, batch.window, records)
+                    del batch, records
             await run.finish()
         finally:
             run.ended = True
-            self.uncommitted = sum(not b.committed for b in handed)
+            self.uncommitted = run.handed - run.committed
             if self.uncommitted:
                 logger.warning(
                     "sync %r: %d batches were not committed; the next run delivers them again",
