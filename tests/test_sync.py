@@ -613,3 +613,26 @@ async def test_outcome_unknown_error_keeps_its_orders_through_pickle() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert copy.orders == error.orders
     assert copy.sent_at == OCT1
+
+
+async def test_a_run_does_not_keep_the_batches_it_handed_out(tmp_path: Path) -> None:
+    """Regression: a run kept every batch (for its count of uncommitted ones), so a long
+    first run held the whole period's orders in memory."""
+    import gc
+    import weakref
+
+    clock = Clock(OCT1 + timedelta(days=3))
+    async with Sandbox(orders=2_000, days=3) as sandbox, client_for(sandbox) as client:
+        sync = OrderSync(
+            client, JSONFileCheckpoints(tmp_path / "s.json"), key="s", start=OCT1, now=clock
+        )
+        handed: list[weakref.ref[SyncBatch]] = []
+        async with sync.run_once() as run:
+            async for batch in run:
+                handed.append(weakref.ref(batch))
+                await batch.commit()
+                del batch
+                gc.collect()
+                assert all(ref() is None for ref in handed[:-1])
+        assert len(handed) > 20
+        assert run.uncommitted == 0

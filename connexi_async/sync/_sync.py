@@ -70,7 +70,7 @@ class SyncBatch:
     not done, and a crash delivers it again.
     """
 
-    __slots__ = ("_run", "committed", "records", "window")
+    __slots__ = ("__weakref__", "_run", "committed", "records", "window")
 
     def __init__(self, run: _RunState, window: Window, records: list[Order]) -> None:
         self._run = run
