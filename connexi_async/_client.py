@@ -10,12 +10,12 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 import aiohttp
 from yarl import URL
 
-from ._auth import V1Auth
+from ._auth import Auth, V1Auth
 from ._chunks import Body
 from ._convert import (
     build_order,
@@ -45,7 +45,7 @@ from ._transport import (
 )
 from ._windows import Window, merge_periods, plan_windows, whole_second
 
-__all__ = ["DEFAULT_BASE_URL", "ConnexiClient"]
+__all__ = ["DEFAULT_BASE_URL", "ClientOptions", "ConnexiClient"]
 
 DEFAULT_BASE_URL = "https://api2.connexi.id"
 # Orders in one Create Order POST: a real server answered 413 to 200,000.
@@ -54,7 +54,176 @@ T = TypeVar("T")
 logger = logging.getLogger("connexi_async")
 
 
-class ConnexiClient:
+class ClientOptions(TypedDict, total=False):
+    """The options every client takes (keyword-only; see :class:`ConnexiClient`)."""
+
+    base_url: str | URL
+    session: aiohttp.ClientSession | None
+    connect_timeout: float
+    read_timeout: float
+    timeout: float
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    max_retry_after: float
+    max_connections: int
+    requests_per_second: float | None
+    allow_insecure_http: bool
+    max_response_bytes: int
+    max_batch: int
+    ssl: ssl_module.SSLContext | str | os.PathLike[str] | None
+    proxy: str | URL | None
+    trust_env: bool | None
+    clock: Callable[[], float] | None
+    sleep: Callable[[float], Awaitable[None]] | None
+    random: Callable[[], float] | None
+    wall_clock: Callable[[], datetime] | None
+
+
+class _BaseClient:
+    """What the v1 and the partner clients share: options, the one transport, the
+    lifecycle and windowed streams. Only the credentials (and so the auth) differ."""
+
+    # (environment variable, option) of the credentials, for from_env().
+    _CREDENTIALS_ENV: tuple[tuple[str, str], ...] = ()
+
+    def __init__(
+        self,
+        auth: Auth,
+        *,
+        base_url: str | URL = DEFAULT_BASE_URL,
+        session: aiohttp.ClientSession | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        timeout: float = 120.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.25,
+        backoff_max: float = 8.0,
+        max_retry_after: float = 60.0,
+        max_connections: int = 32,
+        requests_per_second: float | None = None,
+        allow_insecure_http: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        ssl: ssl_module.SSLContext | str | os.PathLike[str] | None = None,
+        proxy: str | URL | None = None,
+        trust_env: bool | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        random: Callable[[], float] | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        timeouts = Timeouts(
+            connect=check_seconds("connect_timeout", connect_timeout, allow_inf=True),
+            read=check_seconds("read_timeout", read_timeout, allow_inf=True),
+            total=check_seconds("timeout", timeout, allow_inf=True),
+        )
+        retry = RetryPolicy(
+            max_attempts=check_count("max_attempts", max_attempts, high=100),
+            backoff_base=check_seconds("backoff_base", backoff_base),
+            backoff_max=check_seconds("backoff_max", backoff_max),
+            max_retry_after=check_seconds("max_retry_after", max_retry_after, allow_inf=True),
+        )
+        self.max_batch = check_count("max_batch", max_batch, high=1_000_000)
+        self._transport = Transport(
+            auth=auth,
+            base_url=base_url,
+            session=session,
+            timeouts=timeouts,
+            retry=retry,
+            max_connections=max_connections,
+            requests_per_second=requests_per_second,
+            allow_insecure_http=allow_insecure_http,
+            max_response_bytes=check_count("max_response_bytes", max_response_bytes, high=2**40),
+            ssl=ssl,
+            proxy=proxy,
+            trust_env=trust_env,
+            clock=clock or DEFAULTS["clock"],  # type: ignore[arg-type]
+            sleep=sleep or DEFAULTS["sleep"],  # type: ignore[arg-type]
+            random=random or DEFAULTS["random"],  # type: ignore[arg-type]
+            wall_clock=wall_clock or DEFAULTS["wall_clock"],  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Self:
+        """A client from its credentials' environment variables and, optionally,
+        ``CONNEXI_BASE_URL``; other options as keyword arguments."""
+        values: dict[str, Any] = {}
+        for variable, option in cls._CREDENTIALS_ENV:
+            value = os.environ.get(variable)
+            if not value:
+                raise ConfigurationError(
+                    f"the environment variable {variable} is not set; export it or pass {option}="
+                )
+            values[option] = value
+        base_url = os.environ.get("CONNEXI_BASE_URL")
+        if base_url:
+            values["base_url"] = base_url
+        # The subclass's own signature takes its credentials by name.
+        make: Callable[..., Self] = cls
+        return make(**values, **options)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._transport.base_url}>"
+
+    @property
+    def base_url(self) -> URL:
+        return self._transport.base_url
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the client's own session (a session you passed in stays open)."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- streams ---------------------------------------------------------------------
+
+    def _concurrency(self, concurrency: int) -> int:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(
+                f"concurrency must be a whole number of at least 1, got {concurrency!r}"
+            )
+        limit = self._transport.pool_limit
+        return min(concurrency, limit) if limit else concurrency
+
+    def _windowed(
+        self,
+        fetch: Fetch[T],
+        key: Callable[[T], Hashable],
+        since: datetime,
+        until: datetime,
+        window: timedelta,
+        concurrency: int,
+        ordered: bool,
+        page_cap: int | None,
+        *,
+        build: Callable[[Any], T] | None = None,
+    ) -> RecordStream[T]:
+        count, windows = plan_windows(since, until, window)
+        return RecordStream(
+            window_count=count,
+            windows=windows,
+            fetch=fetch,
+            key=key,
+            concurrency=self._concurrency(concurrency),
+            ordered=ordered,
+            page_cap=page_cap,
+            build=build,
+        )
+
+
+class ConnexiClient(_BaseClient):
     """The asyncio client for the Connexi v1 API.
 
     >>> async def main():
@@ -94,107 +263,10 @@ class ConnexiClient:
     must be positive and finite, and a bad option is a :class:`ConfigurationError`.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        api_secret: str,
-        base_url: str | URL = DEFAULT_BASE_URL,
-        session: aiohttp.ClientSession | None = None,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 30.0,
-        timeout: float = 120.0,
-        max_attempts: int = 5,
-        backoff_base: float = 0.25,
-        backoff_max: float = 8.0,
-        max_retry_after: float = 60.0,
-        max_connections: int = 32,
-        requests_per_second: float | None = None,
-        allow_insecure_http: bool = False,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        max_batch: int = DEFAULT_MAX_BATCH,
-        ssl: ssl_module.SSLContext | str | os.PathLike[str] | None = None,
-        proxy: str | URL | None = None,
-        trust_env: bool | None = None,
-        clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
-        random: Callable[[], float] | None = None,
-        wall_clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        timeouts = Timeouts(
-            connect=check_seconds("connect_timeout", connect_timeout, allow_inf=True),
-            read=check_seconds("read_timeout", read_timeout, allow_inf=True),
-            total=check_seconds("timeout", timeout, allow_inf=True),
-        )
-        retry = RetryPolicy(
-            max_attempts=check_count("max_attempts", max_attempts, high=100),
-            backoff_base=check_seconds("backoff_base", backoff_base),
-            backoff_max=check_seconds("backoff_max", backoff_max),
-            max_retry_after=check_seconds("max_retry_after", max_retry_after, allow_inf=True),
-        )
-        self.max_batch = check_count("max_batch", max_batch, high=1_000_000)
-        self._transport = Transport(
-            auth=V1Auth(api_key, api_secret),
-            base_url=base_url,
-            session=session,
-            timeouts=timeouts,
-            retry=retry,
-            max_connections=max_connections,
-            requests_per_second=requests_per_second,
-            allow_insecure_http=allow_insecure_http,
-            max_response_bytes=check_count("max_response_bytes", max_response_bytes, high=2**40),
-            ssl=ssl,
-            proxy=proxy,
-            trust_env=trust_env,
-            clock=clock or DEFAULTS["clock"],  # type: ignore[arg-type]
-            sleep=sleep or DEFAULTS["sleep"],  # type: ignore[arg-type]
-            random=random or DEFAULTS["random"],  # type: ignore[arg-type]
-            wall_clock=wall_clock or DEFAULTS["wall_clock"],  # type: ignore[arg-type]
-        )
+    _CREDENTIALS_ENV = (("CONNEXI_API_KEY", "api_key"), ("CONNEXI_API_SECRET", "api_secret"))
 
-    @classmethod
-    def from_env(cls, **options: object) -> ConnexiClient:
-        """A client from ``CONNEXI_API_KEY``, ``CONNEXI_API_SECRET`` and, optionally,
-        ``CONNEXI_BASE_URL``; other options as keyword arguments."""
-        values = {}
-        for variable, option in (
-            ("CONNEXI_API_KEY", "api_key"),
-            ("CONNEXI_API_SECRET", "api_secret"),
-        ):
-            value = os.environ.get(variable)
-            if not value:
-                raise ConfigurationError(
-                    f"the environment variable {variable} is not set; export it or pass {option}="
-                )
-            values[option] = value
-        base_url = os.environ.get("CONNEXI_BASE_URL")
-        if base_url:
-            values["base_url"] = base_url
-        return cls(**values, **options)  # type: ignore[arg-type]
-
-    def __repr__(self) -> str:
-        return f"<ConnexiClient {self._transport.base_url}>"
-
-    @property
-    def base_url(self) -> URL:
-        return self._transport.base_url
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """Close the client's own session (a session you passed in stays open)."""
-        await self._transport.aclose()
-
-    async def __aenter__(self) -> ConnexiClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def __init__(self, *, api_key: str, api_secret: str, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(V1Auth(api_key, api_secret), **options)
 
     # -- writes ----------------------------------------------------------------------
 
@@ -392,34 +464,32 @@ class ConnexiClient:
         if start is None or end is None:
             response = await self._transport.request("GET", "/v1/product/stocks")
             return await run_sliced(locations_steps(response.body, "GET /v1/product/stocks"))
-        records, _, _ = await self._fetch_locations_window(_one_window(start, end))
+        records, _, _ = await self._fetch_locations_window(
+            _one_window(start, end), asyncio.Semaphore()
+        )
         return await run_sliced(records)
 
-    async def _fetch_orders_window(self, window: Window) -> tuple[Steps[list[Any]], int, int]:
+    async def _fetch_orders_window(
+        self, window: Window, slot: asyncio.Semaphore
+    ) -> tuple[Steps[list[Any]], int, int]:
         """GET one window; its records come back still to decode, and then to build
         (see RecordStream)."""
         params = {"start": format_instant(window.start), "end": format_instant(window.end)}
-        response = await self._transport.request("GET", "/v1/order", params=params)
+        async with slot:
+            response = await self._transport.request("GET", "/v1/order", params=params)
         steps = orders_steps(response.body, f"GET /v1/order {window}", built=False)
         return steps, len(response.body), response.attempts
 
     async def _fetch_locations_window(
-        self, window: Window
+        self, window: Window, slot: asyncio.Semaphore
     ) -> tuple[Steps[list[Location]], int, int]:
         params = {"start": format_instant(window.start), "end": format_instant(window.end)}
-        response = await self._transport.request("GET", "/v1/product/stocks", params=params)
+        async with slot:
+            response = await self._transport.request("GET", "/v1/product/stocks", params=params)
         steps = locations_steps(response.body, f"GET /v1/product/stocks {window}")
         return steps, len(response.body), response.attempts
 
     # -- streams ---------------------------------------------------------------------
-
-    def _concurrency(self, concurrency: int) -> int:
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(
-                f"concurrency must be a whole number of at least 1, got {concurrency!r}"
-            )
-        limit = self._transport.pool_limit
-        return min(concurrency, limit) if limit else concurrency
 
     def orders(
         self,
@@ -474,8 +544,11 @@ class ConnexiClient:
             raise ConfigurationError("pass both since and until, or neither")
         if since is None or until is None:
 
-            async def fetch_all(_: Window) -> tuple[Steps[list[Location]], int, int]:
-                response = await self._transport.request("GET", "/v1/product/stocks")
+            async def fetch_all(
+                _: Window, slot: asyncio.Semaphore
+            ) -> tuple[Steps[list[Location]], int, int]:
+                async with slot:
+                    response = await self._transport.request("GET", "/v1/product/stocks")
                 body = response.body
                 return locations_steps(body, "GET /v1/product/stocks"), len(body), response.attempts
 
@@ -499,31 +572,6 @@ class ConnexiClient:
             concurrency,
             ordered,
             None,
-        )
-
-    def _windowed(
-        self,
-        fetch: Fetch[T],
-        key: Callable[[T], Hashable],
-        since: datetime,
-        until: datetime,
-        window: timedelta,
-        concurrency: int,
-        ordered: bool,
-        page_cap: int | None,
-        *,
-        build: Callable[[Any], T] | None = None,
-    ) -> RecordStream[T]:
-        count, windows = plan_windows(since, until, window)
-        return RecordStream(
-            window_count=count,
-            windows=windows,
-            fetch=fetch,
-            key=key,
-            concurrency=self._concurrency(concurrency),
-            ordered=ordered,
-            page_cap=page_cap,
-            build=build,
         )
 
 

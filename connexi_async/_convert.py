@@ -68,7 +68,10 @@ __all__ = [
     "decode_locations",
     "decode_new_orders",
     "decode_orders",
+    "decode_partner_orders",
+    "decode_product_stocks",
     "decode_status_updates",
+    "decode_stock_updates",
     "encode_locations",
     "encode_new_orders",
     "encode_orders",
@@ -626,6 +629,8 @@ def _with_aliases(generated: Callable[[Any, Any], Any]) -> Callable[[Any, Any], 
 
 
 _VALIDATING = _make_validating_converter()
+# Paths name a field as it is on the wire (the partner history's renamed fields).
+_WIRE_NAMES = {f.name: f.wire for c in _RECORD_CLASSES for f in _fields(c) if f.wire != f.name}
 
 
 def _collect(exc: BaseException, path: str, out: list[FieldError], order_id: int | None) -> None:
@@ -633,7 +638,7 @@ def _collect(exc: BaseException, path: str, out: list[FieldError], order_id: int
     if isinstance(exc, ClassValidationError):
         with_notes, others = exc.group_exceptions()
         for sub, note in with_notes:
-            _collect(sub, f"{path}.{note.name}", out, order_id)
+            _collect(sub, f"{path}.{_WIRE_NAMES.get(note.name, note.name)}", out, order_id)
         for sub in others:
             _collect(sub, path, out, order_id)
     elif isinstance(exc, IterableValidationError):
@@ -698,7 +703,7 @@ class _Kind:
 def _model_kind(cls: type, keys: tuple[str, ...]) -> _Kind:
     """The kind of an attrs record model, its nested records included."""
     wire = _wire_struct(cls)
-    name_ids = any(f.name == "id" and f.required for f in _fields(cls))
+    name_ids = cls in (Order, StatusUpdate, PartnerOrder)  # "(order 111)" in messages
 
     def validate(record: Any, path: str, errors: list[FieldError]) -> Any:
         try:
@@ -1194,6 +1199,79 @@ def locations_steps(payload: Buffer, context: str) -> Steps[list[Location]]:
     return _decode_steps(payload, _LOCATIONS, context)
 
 
+# -- the partner API's pages ----------------------------------------------------------
+
+_PARTNER_KINDS: dict[type, _Kind] = {
+    PartnerOrder: _PARTNER_ORDERS,
+    ProductStock: _PRODUCT_STOCKS,
+    StockUpdateRecord: _STOCK_UPDATES,
+}
+
+
+def _envelope_fields(body: Body, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The envelope of a page without its records (``total_record``, ``offset``...):
+    the plain layout's small envelope, else one parse of the whole body."""
+    found = find_array(body, keys)
+    text = found[3] if found is not None else body.whole()
+    try:
+        outer = _any_value.decode(text)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return {}
+    return outer if isinstance(outer, dict) else {}
+
+
+def page_steps(
+    payload: Buffer | str, cls: type, context: str, *, built: bool = True
+) -> Steps[tuple[list[Any], int | None]]:
+    """One page of the partner API (``{"data": [...], "total_record": n, ...}``): its
+    records (prepared only, with ``built=False``; see :func:`build_partner`) and the
+    ``total_record`` it announces (``None`` when it does not say)."""
+    body = _as_body(payload, context)
+    records = yield from _decode_steps(body, _PARTNER_KINDS[cls], context, built=built)
+    total = _envelope_fields(body, ("data",)).get("total_record")
+    if total is None:
+        return records, None
+    try:
+        count = _to_int(total)
+        if count < 0:
+            raise ValueError(f"expected a count of records, got {_show(total)}")
+    except ValueError as exc:
+        raise DecodeError([FieldError("$.total_record", str(exc))], context=context) from None
+    return records, count
+
+
+def build_partner(cls: type) -> Callable[[Any], Any]:
+    """Makes a prepared record of ``cls`` into its model (see RecordStream's ``build``)."""
+    return _PARTNER_KINDS[cls].build
+
+
+def decode_partner_orders(payload: bytes | str, *, context: str = "") -> list[PartnerOrder]:
+    """Decode a partner Get Order page into :class:`PartnerOrder` records (its
+    ``total_record`` is read by the client's pager)."""
+    return run_steps(page_steps(payload, PartnerOrder, context or "partner orders"))[0]
+
+
+def decode_product_stocks(payload: bytes | str, *, context: str = "") -> list[ProductStock]:
+    """Decode a partner Get Stock page into :class:`ProductStock` records."""
+    return run_steps(page_steps(payload, ProductStock, context or "product stock"))[0]
+
+
+def decode_stock_updates(payload: bytes | str, *, context: str = "") -> list[StockUpdateRecord]:
+    """Decode a partner inventory history page into :class:`StockUpdateRecord` records."""
+    return run_steps(page_steps(payload, StockUpdateRecord, context or "stock update history"))[0]
+
+
+def page_body_steps(
+    records: Iterable[Any], cls: type, *, total: int, offset: int, limit: int, reference: str
+) -> Steps[list[bytes]]:
+    """A partner page as the server sends it, in parts (the sandbox's encoder)."""
+    tail = (
+        f',"total_record":{int(total)},"offset":{int(offset)},"limit":{int(limit)},'
+        f'"message":"","reference":{_json_string(reference)}'
+    )
+    return _encode_steps(records, cls, "data", chunked=True, tail=tail)
+
+
 # Makes an Order of what ``orders_steps(..., built=False)`` gave (a model passes as is).
 build_order: Callable[[Any], Order] = _ORDERS.build
 
@@ -1413,13 +1491,19 @@ _ENCODE_BATCH = 16  # records encoded (or generated, in the sandbox) between two
 
 
 def _encode_steps(
-    records: Iterable[Any], cls: type, envelope: str | None, *, chunked: bool = False
+    records: Iterable[Any],
+    cls: type,
+    envelope: str | None,
+    *,
+    chunked: bool = False,
+    tail: str = "",
 ) -> Steps[list[bytes]]:
     """Encode records as a generator of short steps; the result is the body's parts
-    (one part, or with ``chunked`` one per batch, for a response written as it goes)."""
+    (one part, or with ``chunked`` one per batch, for a response written as it goes).
+    ``tail``: more members of the envelope object, after the records."""
     encode = _ENCODE[cls]
     opening = "[" if envelope is None else f'{{"{envelope}":['
-    closing = "]" if envelope is None else "]}"
+    closing = "]" if envelope is None else f"]{tail}}}"
     parts: list[bytes] = []
     texts: list[str] = [opening]
     count = 0

@@ -30,8 +30,10 @@ _clock = time.perf_counter
 R = TypeVar("R")
 # A window's records: decoded, or the decoder's steps still to run (see _cooperative).
 Records = list[T] | Steps[list[T]]
-# What fetching one window gives: its records, the bytes read, the attempts made.
-Fetch = Callable[[Window], Awaitable[tuple[Records[T], int, int]]]
+# What fetching one window gives: its records, the bytes read, the attempts made. It is
+# given the stream's in-flight bound and holds it around each request it sends (one, or
+# a window's pages), so windows and pages share it.
+Fetch = Callable[[Window, asyncio.Semaphore], Awaitable[tuple[Records[T], int, int]]]
 
 
 async def _decoded(records: Records[T]) -> list[T]:
@@ -169,8 +171,7 @@ class RecordStream(Generic[T]):
     async def _fetch_split(self, window: Window) -> Records[T]:
         """One window's records, still encoded unless the window had to be counted; a
         full window is split and its halves fetched."""
-        async with self._semaphore:
-            result, size, attempts = await self._fetch(window)
+        result, size, attempts = await self._fetch(window, self._semaphore)
         stats = self.stats
         stats.windows_fetched += 1
         stats.bytes_read += size
