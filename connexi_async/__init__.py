@@ -7,12 +7,16 @@ Decimal('0.1')
 
 import logging
 
+from ._auth import partner_signature
 from ._client import DEFAULT_BASE_URL, ConnexiClient
 from ._convert import (
     decode_locations,
     decode_new_orders,
     decode_orders,
+    decode_partner_orders,
+    decode_product_stocks,
     decode_status_updates,
+    decode_stock_updates,
     encode_locations,
     encode_new_orders,
     encode_orders,
@@ -43,15 +47,23 @@ from ._errors import (
     WindowTooDenseError,
 )
 from ._models import (
+    DeliveryLine,
+    DeliveryOrder,
     LineItem,
     Location,
     NewLineItem,
     NewOrder,
     Order,
     OrderStatus,
+    PartnerLineItem,
+    PartnerOrder,
+    ProductStock,
     Reconciliation,
     StatusUpdate,
+    StockUpdateItem,
+    StockUpdateRecord,
 )
+from ._partner import PartnerClient
 from ._retry import RetryPolicy
 from ._stream import Batch, RecordStream, StreamStats
 from ._windows import Window, plan_windows, split_window
@@ -71,6 +83,8 @@ __all__ = [
     "ConnexiClient",
     "ConnexiError",
     "DecodeError",
+    "DeliveryLine",
+    "DeliveryOrder",
     "EncodeError",
     "FieldError",
     "LineItem",
@@ -81,7 +95,11 @@ __all__ = [
     "Order",
     "OrderStatus",
     "OutcomeUnknownError",
+    "PartnerClient",
+    "PartnerLineItem",
+    "PartnerOrder",
     "PermissionDeniedError",
+    "ProductStock",
     "ProxyError",
     "RateLimitError",
     "Reconciliation",
@@ -91,6 +109,8 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "StatusUpdate",
+    "StockUpdateItem",
+    "StockUpdateRecord",
     "StreamStats",
     "TLSError",
     "TransportError",
@@ -101,11 +121,15 @@ __all__ = [
     "decode_locations",
     "decode_new_orders",
     "decode_orders",
+    "decode_partner_orders",
+    "decode_product_stocks",
     "decode_status_updates",
+    "decode_stock_updates",
     "encode_locations",
     "encode_new_orders",
     "encode_orders",
     "encode_status_updates",
+    "partner_signature",
     "plan_windows",
     "split_window",
     "to_dict",

@@ -10,11 +10,19 @@ From a shell: ``python -m connexi_async.sandbox --port 8080 --orders 100000 --se
 
 from ._data import DataConfig, Dataset, generate_order
 from ._faults import RETRYABLE_FAULTS, FaultKind, Faults, Recorder
-from ._server import DEFAULT_API_KEY, DEFAULT_API_SECRET, Sandbox
+from ._server import (
+    DEFAULT_API_KEY,
+    DEFAULT_API_SECRET,
+    DEFAULT_PARTNER_ID,
+    DEFAULT_PARTNER_SECRET,
+    Sandbox,
+)
 
 __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_API_SECRET",
+    "DEFAULT_PARTNER_ID",
+    "DEFAULT_PARTNER_SECRET",
     "RETRYABLE_FAULTS",
     "DataConfig",
     "Dataset",

@@ -92,6 +92,9 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"CONNEXI_BASE_URL={creds['base_url']}", flush=True)
         print(f"CONNEXI_API_KEY={creds['api_key']}", flush=True)
         print(f"CONNEXI_API_SECRET={creds['api_secret']}", flush=True)
+        partner = sandbox.partner_credentials
+        print(f"CONNEXI_PARTNER_ID={partner['partner_id']}", flush=True)
+        print(f"CONNEXI_PARTNER_SECRET={partner['partner_secret']}", flush=True)
         if sandbox.tls:
             print(f"CONNEXI_CA_FILE={sandbox.ca_file}", flush=True)
         print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)

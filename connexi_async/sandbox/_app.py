@@ -25,8 +25,10 @@ from .._convert import (
 from .._cooperative import run_sliced
 from .._errors import DecodeError
 from .._models import Order, OrderStatus
+from . import _partner
 from ._data import Dataset
 from ._faults import FaultKind, Faults, Recorder
+from ._partner import PartnerState, partner_authorised
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,6 +69,7 @@ class SandboxState:
     dataset: Dataset
     api_key: str
     api_secret: str = attrs.field(repr=False)
+    partner: PartnerState = attrs.field(repr=False)
     faults: Faults = attrs.field(factory=Faults)
     recorder: Recorder = attrs.field(factory=Recorder)
     cap: int | None = None
@@ -285,6 +288,12 @@ def _authorised(request: web.Request, state: SandboxState) -> bool:
 
 
 async def _serve(request: web.Request, handler: Handler, state: SandboxState) -> web.StreamResponse:
+    if request.path.startswith("/v1/partner/"):
+        if not partner_authorised(request, await request.read(), state.partner):
+            return error_response(
+                401, "invalid partner-id or secret: the signature does not match the request"
+            )
+        return await handler(request)
     if not _authorised(request, state):
         return error_response(401, "invalid api_key or api_secret")
     return await handler(request)
@@ -389,6 +398,17 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         recorder.in_flight -= 1
 
 
+def _partner_handler(route: Any) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE_KEY]
+        response: web.StreamResponse = await route(
+            request, state.dataset, state.partner, _send_parts
+        )
+        return response
+
+    return handle
+
+
 def build_app(state: SandboxState) -> web.Application:
     """The sandbox application over ``state``."""
     app = web.Application(middlewares=[_middleware], client_max_size=64 * 1024 * 1024)
@@ -397,4 +417,10 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_post("/v1/order", create_orders)
     app.router.add_patch("/v1/order", update_orders)
     app.router.add_get("/v1/product/stocks", get_stocks, allow_head=False)
+    for path, route in (
+        ("/v1/partner/order", _partner.get_orders),
+        ("/v1/partner/product/stock", _partner.get_product_stock),
+        ("/v1/partner/inventory/history", _partner.get_history),
+    ):
+        app.router.add_get(path, _partner_handler(route), allow_head=False)
     return app

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 import attrs
 
+from .._cooperative import Steps
 from .._models import LineItem, Location, NewOrder, Order, OrderStatus
 
 # (province code, province, [(city, [(district, post code), ...]), ...])
@@ -131,6 +132,9 @@ TAX_RATE = Decimal("0.11")  # PPN
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 FIRST_REMOTE_ID = 3_000_000_000
+# A base order's order_date is 1 to this many minutes before its created_at (the buyer
+# ordered, the marketplace synced it a little later): what finds them by order_date.
+ORDER_DATE_LAG_MINUTES = 30
 
 
 def _micros(moment: datetime) -> int:
@@ -188,6 +192,7 @@ class Dataset:
         self.changed: dict[int, Order] = {}  # id -> order after a PATCH
         self.created: list[Order] = []  # POSTed orders, in creation order
         self.created_keys: set[tuple[str, str]] = set()
+        self.removed: set[int] = set()  # ids taken out (a test's "deleted" orders)
         self.version = 0  # bumped on every write; keys the response cache
 
     @property
@@ -200,6 +205,8 @@ class Dataset:
     # -- reading ---------------------------------------------------------------------
 
     def get(self, order_id: int) -> Order | None:
+        if order_id in self.removed:
+            return None
         if order_id in self.changed:
             return self.changed[order_id]
         if 1 <= order_id <= self.base_count:
@@ -220,7 +227,7 @@ class Dataset:
         extra = [
             self.changed.get(o.id, o)
             for o in self.created
-            if o.created_at is not None and start <= o.created_at < end
+            if o.created_at is not None and start <= o.created_at < end and o.id not in self.removed
         ]
         if not extra:
             yield from base
@@ -228,6 +235,33 @@ class Dataset:
         # Lazily, like the base orders: a dense window is generated as it is encoded.
         extra.sort(key=_creation_key)
         yield from heapq.merge(base, extra, key=_creation_key)
+
+    def by_order_date(self, start: datetime, end: datetime) -> Steps[list[Order]]:
+        """Orders with ``start <= order_date < end``, sorted by (order_date, id): what the
+        partner API pages through. Steps (see _cooperative): a dense window is generated
+        a few orders at a time."""
+        lag = timedelta(minutes=ORDER_DATE_LAG_MINUTES + 1)
+        found = []
+        for count, order in enumerate(self.between(start, end + lag), 1):
+            if order.order_date is not None and start <= order.order_date < end:
+                found.append(order)
+            if not count % 16:
+                yield
+        found += [
+            self.changed.get(o.id, o)
+            for o in self.created
+            if o.order_date is not None
+            and start <= o.order_date < end
+            and o.id not in self.removed
+            and not (o.created_at is not None and start <= o.created_at < end + lag)
+        ]
+        found.sort(key=_order_date_key)
+        return found
+
+    def remove(self, order_id: int) -> None:
+        """Take an order out, as if deleted on the server."""
+        self.removed.add(order_id)
+        self.version += 1
 
     def all_ids(self) -> Iterator[int]:
         yield from range(1, self.base_count + 1)
@@ -397,7 +431,8 @@ def generate_order(seed: int, index: int, created_micros: int) -> Order:
         id=index + 1,
         created_at=created,
         updated_at=updated,
-        order_date=created - timedelta(microseconds=minute * (1 + int(rand() * 30))),
+        order_date=created
+        - timedelta(microseconds=minute * (1 + int(rand() * ORDER_DATE_LAG_MINUTES))),
         remote_order_id=remote_id,
         currency_code="IDR",
         exchange_rate=Decimal(1),
@@ -444,6 +479,11 @@ def generate_order(seed: int, index: int, created_micros: int) -> Order:
         store_name=store_name,
         cancel_reason=cancel_reason,
     )
+
+
+def _order_date_key(order: Order) -> tuple[datetime, int]:
+    assert order.order_date is not None
+    return order.order_date, order.id
 
 
 def _creation_key(order: Order) -> tuple[datetime, int]:

@@ -18,6 +18,15 @@ from .._models import NewOrder, Order
 from ._app import DEFAULT_CACHE_BYTES, SandboxState, build_app
 from ._data import DataConfig, Dataset
 from ._faults import Faults, Recorder
+from ._partner import PageHook, PartnerState
+
+
+class PartnerCredentials(TypedDict):
+    """What ``PartnerClient(**sandbox.partner_credentials)`` needs."""
+
+    partner_id: str
+    partner_secret: str
+    base_url: str
 
 
 class Credentials(TypedDict):
@@ -30,6 +39,8 @@ class Credentials(TypedDict):
 
 DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_API_SECRET = "sandbox-secret"
+DEFAULT_PARTNER_ID = "sandbox-partner"
+DEFAULT_PARTNER_SECRET = "sandbox-partner-secret"
 
 
 class Sandbox:
@@ -71,6 +82,8 @@ class Sandbox:
         port: int = 0,
         api_key: str = DEFAULT_API_KEY,
         api_secret: str = DEFAULT_API_SECRET,
+        partner_id: str = DEFAULT_PARTNER_ID,
+        partner_secret: str = DEFAULT_PARTNER_SECRET,
         tls: bool = False,
         tls_hostnames: Sequence[str] = ("127.0.0.1", "localhost"),
     ) -> None:
@@ -86,6 +99,7 @@ class Sandbox:
             dataset=Dataset(config),
             api_key=api_key,
             api_secret=api_secret,
+            partner=PartnerState(partner_id=partner_id, partner_secret=partner_secret, seed=seed),
             cap=cap,
             latency_ms=latency_ms,
             stall_seconds=stall_seconds,
@@ -140,6 +154,39 @@ class Sandbox:
             "api_secret": self.state.api_secret,
             "base_url": self.base_url,
         }
+
+    @property
+    def partner_credentials(self) -> PartnerCredentials:
+        """``partner_id``, ``partner_secret`` and ``base_url``:
+        ``PartnerClient(**sandbox.partner_credentials)``."""
+        return {
+            "partner_id": self.state.partner.partner_id,
+            "partner_secret": self.state.partner.partner_secret,
+            "base_url": self.base_url,
+        }
+
+    def between_pages(self, hook: PageHook | None) -> None:
+        """Call ``hook(path, offset)`` (a function or a coroutine function) after each
+        partner page is made and before it is sent: a test changes the data there, so the
+        next page of the same listing sees it (``None`` removes the hook)."""
+        self.state.partner.page_hook = hook
+
+    def remove_order(self, order_id: int) -> None:
+        """Take an order out, as if deleted on the server (both APIs stop showing it)."""
+        self.dataset.remove(order_id)
+        self.state.invalidate()
+
+    @property
+    def partner_signature_form(self) -> str:
+        """Which request-target form a partner signature may be computed over:
+        ``"either"`` (default), ``"slash"`` or ``"no-slash"``."""
+        return self.state.partner.signature_form
+
+    @partner_signature_form.setter
+    def partner_signature_form(self, value: str) -> None:
+        if value not in ("either", "slash", "no-slash"):
+            raise ValueError("partner_signature_form is 'either', 'slash' or 'no-slash'")
+        self.state.partner.signature_form = value
 
     @property
     def cap(self) -> int | None:
