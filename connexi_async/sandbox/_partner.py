@@ -12,7 +12,7 @@ import hmac
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,7 +47,7 @@ MAX_LIMIT = 100
 _STATUS = {OrderStatus.SHIPPED: "packed"}
 _WITH_DELIVERY = frozenset({"accepted", "packed", "completed"})
 
-PageHook = Callable[[str, int], Awaitable[None] | None]
+PageHook = Callable[[str, Mapping[str, str]], Awaitable[None] | None]
 # How a page goes out: the v1 routes' streaming writer, passed in by the app.
 Send = Callable[[web.Request, list[bytes]], Awaitable[web.StreamResponse]]
 
@@ -305,7 +305,7 @@ async def _page(
     page = [convert(r) for r in chosen] if convert is not None else chosen
     if state.page_hook is not None:
         # A test changes the data between two page requests of one listing.
-        done = state.page_hook(request.path, offset)
+        done = state.page_hook(request.path, request.query)
         if done is not None:
             await done
     parts = await run_sliced(

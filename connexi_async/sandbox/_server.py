@@ -166,9 +166,10 @@ class Sandbox:
         }
 
     def between_pages(self, hook: PageHook | None) -> None:
-        """Call ``hook(path, offset)`` (a function or a coroutine function) after each
-        partner page is made and before it is sent: a test changes the data there, so the
-        next page of the same listing sees it (``None`` removes the hook)."""
+        """Call ``hook(path, query)`` (a function or a coroutine function; ``query`` holds
+        ``offset``, ``limit`` and the window's ``since``/``until``) after each partner page
+        is made and before it is sent: a test changes the data there, so the next page of
+        the same listing sees it (``None`` removes the hook)."""
         self.state.partner.page_hook = hook
 
     def remove_order(self, order_id: int) -> None:
