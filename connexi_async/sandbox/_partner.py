@@ -55,7 +55,9 @@ Send = Callable[[web.Request, list[bytes]], Awaitable[web.StreamResponse]]
 class PartnerState:
     """The partner API's part of the sandbox state."""
 
-    def __init__(self, *, partner_id: str, partner_secret: str, seed: int) -> None:
+    def __init__(
+        self, *, partner_id: str, partner_secret: str, seed: int, cache_bytes: int = 64 * 2**20
+    ) -> None:
         self.partner_id = partner_id
         self.partner_secret = partner_secret
         # "slash": the request target as sent; "no-slash": without its leading "/" (the
@@ -65,6 +67,27 @@ class PartnerState:
         self.products = generate_products(seed)
         self.history = generate_history(seed)
         self._windows: OrderedDict[tuple[datetime, datetime, int], list[Order]] = OrderedDict()
+        # Encoded pages (their records; the envelope's tail is added per response), so a
+        # listing read again costs the server little, as a real one's would.
+        self._pages: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
+        self._page_bytes = 0
+        self.cache_bytes = cache_bytes
+
+    def cached_page(self, key: tuple[Any, ...]) -> list[bytes] | None:
+        parts = self._pages.get(key)
+        if parts is not None:
+            self._pages.move_to_end(key)
+        return parts
+
+    def keep_page(self, key: tuple[Any, ...], parts: list[bytes]) -> None:
+        size = sum(len(p) for p in parts)
+        if size > self.cache_bytes:
+            return
+        self._pages[key] = parts
+        self._page_bytes += size
+        while self._page_bytes > self.cache_bytes:
+            _, old = self._pages.popitem(last=False)
+            self._page_bytes -= sum(len(p) for p in old)
 
     async def orders(self, dataset: Dataset, since: datetime, until: datetime) -> list[Order]:
         """The window's orders by (order_date, id), kept for the pages that follow."""
@@ -299,26 +322,30 @@ async def _page(
     records: list[Any],
     cls: type,
     convert: Callable[[Any], Any] | None = None,
+    key: tuple[Any, ...] | None = None,
 ) -> web.StreamResponse:
+    """One page of ``records``; ``key`` (the listing and its version) lets it be cached."""
     limit, offset = _page_params(request)
-    chosen = records[offset : offset + limit]
-    page = [convert(r) for r in chosen] if convert is not None else chosen
+    page_key = None if key is None else (*key, offset, limit)
+    parts = None if page_key is None else state.cached_page(page_key)
+    if parts is None:
+        chosen = records[offset : offset + limit]
+        page = [convert(r) for r in chosen] if convert is not None else chosen
+        encoded = await run_sliced(
+            page_body_steps(page, cls, total=len(records), offset=offset, limit=limit, reference="")
+        )
+        # Cut before the reference: each response gets its own.
+        last = encoded[-1]
+        parts = [*encoded[:-1], last[: last.rindex(b',"reference":')]]
+        if page_key is not None:
+            state.keep_page(page_key, parts)
     if state.page_hook is not None:
         # A test changes the data between two page requests of one listing.
         done = state.page_hook(request.path, request.query)
         if done is not None:
             await done
-    parts = await run_sliced(
-        page_body_steps(
-            page,
-            cls,
-            total=len(records),
-            offset=offset,
-            limit=limit,
-            reference=str(uuid.uuid4()),
-        )
-    )
-    return await send(request, parts)
+    reference = f',"reference":"{uuid.uuid4()}"}}'.encode()
+    return await send(request, [*parts, reference])
 
 
 async def get_orders(
@@ -340,6 +367,7 @@ async def get_orders(
         orders,
         PartnerOrder,
         lambda order: partner_order(order, with_delivery=with_delivery),
+        key=(request.path, since, until, with_delivery, dataset.version),
     )
 
 

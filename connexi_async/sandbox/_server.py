@@ -99,7 +99,12 @@ class Sandbox:
             dataset=Dataset(config),
             api_key=api_key,
             api_secret=api_secret,
-            partner=PartnerState(partner_id=partner_id, partner_secret=partner_secret, seed=seed),
+            partner=PartnerState(
+                partner_id=partner_id,
+                partner_secret=partner_secret,
+                seed=seed,
+                cache_bytes=cache_bytes,
+            ),
             cap=cap,
             latency_ms=latency_ms,
             stall_seconds=stall_seconds,
