@@ -376,3 +376,43 @@ async def test_partner_routes_have_faults_and_the_recorder() -> None:
         assert len(stocks) == 240
         assert sandbox.recorder.count("GET /v1/partner/product/stock") == 5
         await asyncio.sleep(0)
+
+
+async def test_partner_data_follows_each_order_status_and_with_do() -> None:
+    since, until = OCT1, OCT1 + timedelta(days=2)
+    async with Sandbox(orders=1_500, days=2) as sandbox, partner_for(sandbox) as client:
+        plain = await collect(client.orders(since, until))
+        full = await collect(client.orders(since, until, with_delivery_orders=True))
+    assert [o.id for o in plain] == [o.id for o in full]
+    assert not any(o.delivery_orders for o in plain)
+    statuses = {o.status for o in full}
+    assert statuses <= {"pending", "accepted", "packed", "completed", "cancelled"}
+    assert {"pending", "packed", "cancelled"} <= statuses
+    for order in full:
+        shipped = order.status in ("packed", "completed")
+        assert bool(order.airwaybill_number) == shipped
+        assert bool(order.delivery_orders) == (order.status in ("accepted", "packed", "completed"))
+        for delivery in order.delivery_orders:
+            assert delivery.airwaybill_number == order.airwaybill_number
+            assert [line.sku for line in delivery.delivery_lines] == [
+                li.sku for li in order.line_items
+            ]
+    keys = [(o.order_date, o.id) for o in full]
+    assert keys == sorted(keys)  # stable order: order_date, then id
+
+
+async def test_the_sandbox_refuses_a_limit_over_100_and_a_missing_with_do() -> None:
+    async with Sandbox(orders=10, days=1) as sandbox, partner_for(sandbox) as client:
+        transport = client._transport
+        from connexi_async import BadRequestError
+
+        with pytest.raises(BadRequestError, match="limit must be from 1 to 100"):
+            await transport.request(
+                "GET", "/v1/partner/product/stock", params={"limit": "101", "offset": "0"}
+            )
+        with pytest.raises(BadRequestError, match="withDO"):
+            await transport.request(
+                "GET",
+                "/v1/partner/order",
+                params={"since": "2026-10-01T00:00:00Z", "until": "2026-10-02T00:00:00Z"},
+            )
