@@ -15,7 +15,7 @@ from typing import Any, Self, TypedDict, TypeVar, Unpack
 import aiohttp
 from yarl import URL
 
-from ._auth import Auth, V1Auth
+from ._auth import Auth, V1Auth, _Secret
 from ._chunks import Body
 from ._convert import (
     build_order,
@@ -80,6 +80,15 @@ class ClientOptions(TypedDict, total=False):
     wall_clock: Callable[[], datetime] | None
 
 
+def hide_secrets(options: ClientOptions) -> ClientOptions:
+    """A proxy URL (it may carry a password) as a _Secret, in the options dict every
+    frame of ours holds: tracebacks that show locals never show it."""
+    proxy = options.get("proxy")
+    if isinstance(proxy, str) and not isinstance(proxy, _Secret):
+        options["proxy"] = _Secret(proxy)
+    return options
+
+
 class _BaseClient:
     """What the v1 and the partner clients share: options, the one transport, the
     lifecycle and windowed streams. Only the credentials (and so the auth) differ."""
@@ -113,6 +122,8 @@ class _BaseClient:
         random: Callable[[], float] | None = None,
         wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
+        if isinstance(proxy, str):
+            proxy = _Secret(proxy)  # its password never shows in this frame's locals
         timeouts = Timeouts(
             connect=check_seconds("connect_timeout", connect_timeout, allow_inf=True),
             read=check_seconds("read_timeout", read_timeout, allow_inf=True),
@@ -164,7 +175,9 @@ class _BaseClient:
         return make(**values, **options)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._transport.base_url}>"
+        # Safe on a half-built client too (tracebacks that show locals call it).
+        transport = getattr(self, "_transport", None)
+        return f"<{type(self).__name__} {transport.base_url if transport else 'not configured'}>"
 
     @property
     def base_url(self) -> URL:
@@ -266,7 +279,9 @@ class ConnexiClient(_BaseClient):
     _CREDENTIALS_ENV = (("CONNEXI_API_KEY", "api_key"), ("CONNEXI_API_SECRET", "api_secret"))
 
     def __init__(self, *, api_key: str, api_secret: str, **options: Unpack[ClientOptions]) -> None:
-        super().__init__(V1Auth(api_key, api_secret), **options)
+        auth = V1Auth(api_key, _Secret(api_secret) if isinstance(api_secret, str) else api_secret)
+        del api_secret  # no frame of ours keeps it in clear (tracebacks show locals)
+        super().__init__(auth, **hide_secrets(options))
 
     # -- writes ----------------------------------------------------------------------
 

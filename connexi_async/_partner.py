@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, Unpack
 
-from ._auth import PartnerAuth
-from ._client import ClientOptions, _BaseClient
+from ._auth import PartnerAuth, _Secret
+from ._client import ClientOptions, _BaseClient, hide_secrets
 from ._convert import build_partner, page_steps
 from ._cooperative import run_sliced
 from ._errors import ConfigurationError, ConnexiError, format_instant
@@ -68,8 +68,10 @@ class PartnerClient(_BaseClient):
     ) -> None:
         if not isinstance(sign_leading_slash, bool):
             raise ConfigurationError("sign_leading_slash must be True or False")
-        auth = PartnerAuth(partner_id, partner_secret, leading_slash=sign_leading_slash)
-        super().__init__(auth, **options)
+        secret = _Secret(partner_secret) if isinstance(partner_secret, str) else partner_secret
+        del partner_secret  # no frame of ours keeps it in clear (tracebacks show locals)
+        auth = PartnerAuth(partner_id, secret, leading_slash=sign_leading_slash)
+        super().__init__(auth, **hide_secrets(options))
 
     # -- streams ---------------------------------------------------------------------
 

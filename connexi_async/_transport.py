@@ -171,23 +171,29 @@ def check_proxy(value: object) -> tuple[URL | None, dict[str, str]]:
     if value is None:
         return None, {}
     if not isinstance(value, str | URL):
+        # Never echoed: a proxy URL may carry a password.
         raise ConfigurationError(
-            f"proxy must be a URL such as http://proxy:3128, got {value!r:.40}"
+            f"proxy must be a URL such as http://proxy:3128 (a str), got {type(value).__name__}"
         )
     try:
-        url = URL(value)
+        parsed = URL(value)
     except (ValueError, TypeError):
         raise ConfigurationError("proxy is not a URL") from None
+    # The credentials go into _Secrets at once: no local of ours shows them (a yarl URL's
+    # repr would), whatever is raised below.
+    user, password = _Secret(parsed.user or ""), _Secret(parsed.password or "")
+    url = parsed.with_user(None).with_password(None)
+    del parsed
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigurationError(
             f"proxy must be an http(s) URL such as http://proxy.example:3128, got one with "
             f"scheme {url.scheme!r}"
         )
     headers: dict[str, str] = {}
-    if url.user is not None:
-        token = base64.b64encode(f"{url.user}:{url.password or ''}".encode()).decode()
+    if user:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
         headers["Proxy-Authorization"] = _Secret(f"Basic {token}")
-    return url.with_user(None).with_password(None), headers
+    return url, headers
 
 
 class _Failure(Exception):
@@ -221,8 +227,10 @@ def _failure(exc: BaseException, host: str, proxy: URL | None) -> _Failure:
         return _Failure(
             _tls_reason(exc, host), sent=False, retryable=False, error=TLSError, host=host
         )
-    if proxy is not None or isinstance(exc, aiohttp.ClientProxyConnectionError):
-        where = f"{proxy.host}:{proxy.port}" if proxy is not None else "the proxy"
+    # A proxy of proxy= or of the environment (trust_env): aiohttp's proxy errors say so.
+    proxy_error = isinstance(exc, aiohttp.ClientHttpProxyError | aiohttp.ClientProxyConnectionError)
+    if proxy is not None or proxy_error:
+        where = f"{proxy.host}:{proxy.port}" if proxy is not None else "(from the environment)"
         if isinstance(exc, aiohttp.ClientHttpProxyError):
             return _Failure(
                 f"the proxy {where} refused the tunnel (HTTP {exc.status} {exc.message}); "
@@ -241,7 +249,7 @@ def _failure(exc: BaseException, host: str, proxy: URL | None) -> _Failure:
                 sent=False,
                 error=ProxyError,
             )
-        if isinstance(exc, aiohttp.ServerDisconnectedError):
+        if proxy is not None and isinstance(exc, aiohttp.ServerDisconnectedError):
             # aiohttp cannot tell the proxy's hang-up from the server's through the tunnel.
             return _Failure(
                 f"the connection through the proxy {where} closed before an answer (the "
@@ -454,7 +462,9 @@ class Transport:
         )
 
     def __repr__(self) -> str:
-        return f"<Transport {self.base_url} {self._auth.describe()}>"
+        # Safe on a half-built transport too (tracebacks that show locals call it).
+        auth = getattr(self, "_auth", None)
+        return f"<Transport {getattr(self, 'base_url', '?')} {auth.describe() if auth else ''}>"
 
     # -- session ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import csv
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ import attrs
 from . import __version__
 from ._client import ConnexiClient
 from ._convert import decode_new_orders, decode_status_updates, encode_record
+from ._cooperative import SLICE_SECONDS
 from ._errors import (
     AuthenticationError,
     ConfigurationError,
@@ -530,25 +532,53 @@ class SyncOutput:
     """The JSON Lines file a sync appends to, kept equal to what is committed.
 
     Each window is written, flushed and ``fsync``ed, then committed with the file's new
-    size in the checkpoint's ``meta``. After a crash between the two, the next run
-    (holding the lock) cuts the file back to the committed size: the window is then
-    delivered again, and the file never holds it twice.
+    size in the checkpoint's ``meta``. Before writing, an intent (where, how much, a
+    hash) is recorded beside the checkpoint: after a crash between write and commit, the
+    next run (holding the lock) cuts off exactly that window and reads it again. Bytes
+    after the committed size that this sync did not write (another program, another
+    ``--key`` on the same file) are never cut: the run stops and says so. While a sync
+    runs it holds a lock on the file, so two syncs never append to one file at once.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, checkpoint: str, key: str) -> None:
         self.path = Path(path)
         self.resolved = str(self.path.resolve())
+        digest = hashlib.sha256(f"{key}\0{self.resolved}".encode()).hexdigest()[:12]
+        state = Path(checkpoint)
+        self.intent = state.with_name(f"{state.name}.{digest}.pending")
         self.size = 0
         self.written = 0
+        self._held: Any = None
+
+    def hold(self) -> None:
+        """Lock the output file against other syncs (released when the process ends)."""
+        handle = open(self.path, "ab")  # noqa: SIM115 - held for the whole run
+        if sys.platform == "win32":  # pragma: no cover - no flock there
+            self._held = handle
+            return
+        import fcntl
+
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UsageError(
+                f"{self.path} is being written by another sync right now: use one output "
+                "file per sync"
+            ) from None
+        self._held = handle
 
     async def align(self, run: SyncRun) -> None:
-        self.size = self.align_to(run.checkpoint)
+        """At the start of each run, with the sync's lock held: bring the file back to
+        what is committed, or on a first run claim it (its size) in the checkpoint."""
+        self.size = await asyncio.to_thread(self.align_to, run.checkpoint)
+        if run.checkpoint is None:
+            # Claimed before anything is written: a crash before the first commit is
+            # then cut back like any other.
+            await run.commit_meta({"output": self.resolved, "output_bytes": self.size})
 
     def align_to(self, checkpoint: Checkpoint | None) -> int:
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            size = 0
+        size = self.path.stat().st_size if self.path.exists() else 0
         if checkpoint is None:
             return size  # a first run appends to what the file already holds
         owner = checkpoint.meta.get("output")
@@ -565,6 +595,12 @@ class SyncOutput:
                 "new --key or checkpoint"
             )
         if size > committed:
+            if not self._is_our_tail(committed, size):
+                raise UsageError(
+                    f"{self.path} has {size - committed:,} bytes after what this sync "
+                    "committed that it did not write (another program or another --key "
+                    "appended to it?); they are left as they are: use one output file per sync"
+                )
             with open(self.path, "r+b") as handle:
                 handle.truncate(committed)
                 os.fsync(handle.fileno())
@@ -575,22 +611,62 @@ class SyncOutput:
             )
         return committed
 
+    def _is_our_tail(self, committed: int, size: int) -> bool:
+        try:
+            intent = json.loads(self.intent.read_bytes())
+            offset, length, digest = intent["offset"], intent["length"], intent["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if offset != committed or not committed < size <= committed + length:
+            return False
+        if size < committed + length:
+            return True  # the write itself was cut short
+        with open(self.path, "rb") as handle:
+            handle.seek(committed)
+            return bool(hashlib.sha256(handle.read(length)).hexdigest() == digest)
+
     async def write(self, batch: SyncBatch) -> None:
-        data = "".join(encode_record(order) + "\n" for order in batch.records).encode()
+        data = await _jsonl(batch.records)
+        size = self.size + len(data)
+        await asyncio.to_thread(self._append, data)
+        try:
+            await batch.commit(meta={"output": self.resolved, "output_bytes": size})
+        finally:
+            if batch.committed:
+                self.size = size
+                self.written += len(batch.records)
+            else:  # the file goes back to what is committed
+                await asyncio.to_thread(self._cut, self.size)
+
+    def _append(self, data: bytes) -> None:
+        intent = {"offset": self.size, "length": len(data)}
+        intent["sha256"] = hashlib.sha256(data).hexdigest()  # type: ignore[assignment]
+        temporary = self.intent.with_name(self.intent.name + ".tmp")
+        temporary.write_text(json.dumps(intent))
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.intent)
         with open(self.path, "ab") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        size = self.size + len(data)
-        try:
-            await batch.commit(meta={"output": self.resolved, "output_bytes": size})
-        except BaseException:
-            if not batch.committed:  # the file goes back to what is committed
-                with open(self.path, "r+b") as handle:
-                    handle.truncate(self.size)
-            raise
-        self.size = size
-        self.written += len(batch.records)
+
+    def _cut(self, size: int) -> None:
+        with open(self.path, "r+b") as handle:
+            handle.truncate(size)
+
+
+async def _jsonl(records: Sequence[Any]) -> bytes:
+    """Records as JSON Lines, encoded a slice at a time (a window of thousands of orders
+    in one go would hold the loop, which the in-process sandbox shares)."""
+    lines: list[str] = []
+    began = time.perf_counter()
+    for count, record in enumerate(records, 1):
+        lines.append(encode_record(record) + "\n")
+        if not count % 16 and time.perf_counter() - began > SLICE_SECONDS:
+            await asyncio.sleep(0)
+            began = time.perf_counter()
+    return "".join(lines).encode()
 
 
 async def cmd_sync(args: argparse.Namespace) -> int:
@@ -603,13 +679,23 @@ async def cmd_sync(args: argparse.Namespace) -> int:
             f"{args.checkpoint} has no checkpoint for --key {args.key} yet: pass --since "
             "for the first run (later runs continue from the checkpoint)"
         )
-    output = SyncOutput(args.output)
+    start = args.since
+    if stored is not None:
+        start = stored.start or stored.watermark
+        if args.since is not None and args.since != start:
+            print(
+                f"--since is for a first run: continuing from the checkpoint "
+                f"({format_instant(stored.watermark)})",
+                file=sys.stderr,
+            )
+    output = SyncOutput(args.output, args.checkpoint, args.key)
+    output.hold()
     async with connect(args) as client:
         sync = OrderSync(
             client,
             store,
             key=args.key,
-            start=args.since or stored.watermark,  # type: ignore[union-attr]
+            start=start,
             lookback=args.lookback,
             settle=args.settle,
             window=args.window,

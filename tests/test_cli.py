@@ -449,3 +449,98 @@ def line_count(path: str) -> int:
 
 def empty(path: str) -> None:
     Path(path).write_bytes(b"")
+
+
+# -- sync: regressions found by review ------------------------------------------------------
+
+
+def _lines(path: Path) -> list[int]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+async def test_sync_without_since_keeps_its_lookback(
+    connexi_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Regression: a later run without --since started at the watermark, no lookback."""
+    from connexi_async import NewOrder
+
+    state, out = str(tmp_path / "s.json"), tmp_path / "o.jsonl"
+    args = ("sync", "--checkpoint", state, "-o", str(out), "--window", "1d")
+    code, _, err = await run_cli(*args, "--since", "2026-10-01", sandbox=connexi_sandbox)
+    assert code == 0, err
+    late = connexi_sandbox.add_orders(
+        [NewOrder(remote_order_id="late", marketplace_code="bklp")],
+        created_at=datetime.now(UTC) - timedelta(minutes=40),
+    )
+    code, _, err = await run_cli(*args, sandbox=connexi_sandbox)
+    assert code == 0, err
+    assert "1 new order appended" in err
+    assert _lines(out)[-1] == late[0].id
+
+
+async def test_sync_first_run_with_nothing_new_can_run_again(
+    connexi_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Regression: a first run with no orders saved a checkpoint without the file's
+    size, and every later run refused it."""
+    state, out = str(tmp_path / "s.json"), str(tmp_path / "o.jsonl")
+    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for extra in (("--since", since), ()):
+        code, _, err = await run_cli(
+            "sync", "--checkpoint", state, "-o", out, *extra, sandbox=connexi_sandbox
+        )
+        assert code == 0, err
+        assert "0 new orders appended" in err
+
+
+async def test_sync_never_cuts_what_another_sync_appended(
+    connexi_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Regression: two --keys on one file, and the first one's next run cut the second's
+    committed orders off as if they were its own uncommitted window."""
+    state, out = str(tmp_path / "s.db"), tmp_path / "o.jsonl"
+    common = ("sync", "--checkpoint", state, "-o", str(out), "--window", "1d")
+    code, _, err = await run_cli(
+        *common, "--key", "a", "--since", "2026-10-20", sandbox=connexi_sandbox
+    )
+    assert code == 0, err
+    code, _, err = await run_cli(
+        *common, "--key", "b", "--since", "2026-10-25", sandbox=connexi_sandbox
+    )
+    assert code == 0, err
+    before = out.read_bytes()
+    code, _, err = await run_cli(*common, "--key", "a", sandbox=connexi_sandbox)
+    assert code == 2
+    assert "did not write" in err
+    assert out.read_bytes() == before
+
+
+async def test_sync_cuts_a_first_window_written_but_never_committed(
+    connexi_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Regression: a crash between writing the first window and its commit left that
+    window in the file, and the next run appended it again."""
+    from connexi_async import ConnexiClient
+    from connexi_async.cli import SyncOutput, _jsonl
+    from connexi_async.sync import JSONFileCheckpoints, OrderSync
+
+    state, out = tmp_path / "s.json", tmp_path / "o.jsonl"
+    async with ConnexiClient(**connexi_sandbox.credentials) as client:
+        sync = OrderSync(
+            client, JSONFileCheckpoints(state), key="orders", start=OCT1, window=timedelta(days=1)
+        )
+        output = SyncOutput(str(out), str(state), "orders")
+        async with sync.run_once() as run:
+            await output.align(run)  # what the command does first
+            async for batch in run:
+                output._append(await _jsonl(batch.records))  # written, then "killed"
+                break
+    assert out.stat().st_size > 0
+    code, _, err = await run_cli(
+        "sync", "--checkpoint", str(state), "-o", str(out), "--window", "1d",
+        sandbox=connexi_sandbox,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "removed" in err
+    ids = _lines(out)
+    assert len(ids) == len(set(ids)) == len(connexi_sandbox.dataset)

@@ -265,3 +265,52 @@ async def test_the_command_line_over_tls_with_a_ca_file(tmp_path: Path) -> None:
     finally:
         server.terminate()
         await server.wait()
+
+
+# -- regressions found by review ---------------------------------------------------------
+
+
+async def test_a_refusing_proxy_from_the_environment_is_a_proxy_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: with the proxy from HTTPS_PROXY (trust_env), a 407 was a plain
+    TransportError for a GET and an OutcomeUnknownError for a POST that never left."""
+    async with Sandbox(orders=10, days=1, tls=True) as sandbox, ForwardProxy(refuse=407) as proxy:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("https_proxy", proxy.url)
+        async with ConnexiClient(
+            **sandbox.credentials, ssl=sandbox.ca_file, trust_env=True, **FAST
+        ) as client:
+            for method in ("GET", "POST"):
+                with pytest.raises(ProxyError, match="407"):
+                    await one_of_each(client, method)
+        assert sandbox.recorder.count("POST /v1/order") == 0
+
+
+def test_secrets_stay_out_of_configuration_errors_and_their_frames() -> None:
+    """Regression: a proxy given as bytes was echoed with its password; a half-built
+    client's repr raised; __init__ frames held the secret in clear."""
+    import traceback
+
+    with pytest.raises(ConfigurationError) as info:
+        ConnexiClient(api_key="k", api_secret="s3cr3t-v4lue", proxy=b"http://u:PW0rd@h:1")  # type: ignore[arg-type]
+    assert "PW0rd" not in str(info.value)
+    with pytest.raises(ConfigurationError) as info:
+        ConnexiClient(api_key="k", api_secret="s3cr3t-v4lue", proxy="socks5://u:PW0rd@h:1")
+    with pytest.raises(ConfigurationError) as timeout_info:
+        ConnexiClient(api_key="k", api_secret="s3cr3t-v4lue", timeout=-1)
+    for error in (info.value, timeout_info.value):
+        # Our frames only (the test's own line holds the literals, of course).
+        ours = [
+            frame
+            for frame, _ in traceback.walk_tb(error.__traceback__)
+            if "connexi_async" in frame.f_code.co_filename
+        ]
+        assert ours
+        shown = "".join(repr(value) for frame in ours for value in frame.f_locals.values())
+        assert "s3cr3t-v4lue" not in shown
+        assert "PW0rd" not in shown
+    half = ConnexiClient.__new__(ConnexiClient)
+    assert "ConnexiClient" in repr(half)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from support import client_for, serve_inclusive_end
 
 from connexi_async import (
+    ConfigurationError,
     ConnexiClient,
     NewOrder,
     OutcomeUnknownError,
@@ -439,7 +440,7 @@ async def test_out_of_order_commits_never_move_the_watermark_past_a_gap(tmp_path
         assert run.uncommitted == 1
         assert max(watermarks) == skipped.window.start
         assert watermarks == sorted(watermarks)
-        with pytest.raises(SyncError, match="has ended"):
+        with pytest.raises(SyncError, match="is closed"):
             await skipped.commit()
         # The next run delivers the gap, and only the gap.
         again = await drain(sync)
@@ -636,3 +637,105 @@ async def test_a_run_does_not_keep_the_batches_it_handed_out(tmp_path: Path) -> 
                 assert all(ref() is None for ref in handed[:-1])
         assert len(handed) > 20
         assert run.uncommitted == 0
+
+
+# -- regressions found by review ---------------------------------------------------------
+
+
+async def test_sqlite_refuses_an_async_write_instead_of_dropping_it(tmp_path: Path) -> None:
+    store = SQLiteCheckpoints(tmp_path / "s.db")
+
+    async def write(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE never (id INTEGER)")
+
+    with pytest.raises(ConfigurationError, match="plain function"):
+        await store.save("k", Checkpoint(watermark=OCT1, version=1), write=write)
+    # A callable that returns an awaitable is caught in the transaction, rolled back.
+    with pytest.raises(ConfigurationError, match="plain function"):
+        await store.save("k", Checkpoint(watermark=OCT1, version=1), write=lambda db: write(db))
+    assert await store.load("k") is None
+
+
+async def test_commits_after_the_loop_count_until_the_run_is_closed(tmp_path: Path) -> None:
+    clock = Clock(OCT1 + timedelta(days=2))
+    async with Sandbox(orders=600, days=2) as sandbox, client_for(sandbox) as client:
+        sync = OrderSync(
+            client, JSONFileCheckpoints(tmp_path / "s.json"), key="s", start=OCT1, now=clock
+        )
+        async with sync.run_once() as run:
+            batches = [batch async for batch in run]
+            # Committed in background tasks, after the loop, out of order.
+            await asyncio.gather(*(b.commit() for b in reversed(batches)))
+        checkpoint = await sync.checkpoint()
+        assert checkpoint is not None
+        assert checkpoint.watermark == clock.now - timedelta(minutes=2)
+        assert run.uncommitted == 0
+
+
+async def test_a_window_skipped_while_a_commit_is_saved_stays_done(tmp_path: Path) -> None:
+    """Regression: a commit replaced the run's map of done windows when its save ended,
+    forgetting empty windows skipped meanwhile (the watermark lagged)."""
+    release = asyncio.Event()
+
+    class SlowStore(JSONFileCheckpoints):
+        async def save(self, key: str, checkpoint: Checkpoint, *, write: object = None) -> None:
+            await release.wait()
+            await super().save(key, checkpoint)
+
+    clock = Clock(OCT1 + timedelta(days=1))
+    async with Sandbox(orders=3, days=1) as sandbox, client_for(sandbox) as client:
+        sync = OrderSync(client, SlowStore(tmp_path / "s.json"), key="s", start=OCT1, now=clock)
+        # The saves are held back while the run goes on past the empty hours (the run's
+        # end waits for commits under way, so they are let go on a timer).
+        asyncio.get_running_loop().call_later(0.3, release.set)
+        async with sync.run_once() as run:
+            commits = []
+            async for batch in run:  # three orders, most hours empty
+                commits.append(asyncio.create_task(batch.commit()))
+                await asyncio.sleep(0)
+            await asyncio.gather(*commits)
+        checkpoint = await sync.checkpoint()
+    assert checkpoint is not None
+    assert checkpoint.watermark == clock.now - timedelta(minutes=2)
+
+
+async def test_a_later_start_never_skips_the_gap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(OCT1 + timedelta(days=1))
+    async with Sandbox(orders=1_000, days=4) as sandbox, client_for(sandbox) as client:
+        store = SQLiteCheckpoints(tmp_path / "s.db")
+        first = await drain(OrderSync(client, store, key="s", start=OCT1, now=clock))
+        clock.now = OCT1 + timedelta(days=3)
+        later = OrderSync(client, store, key="s", start=OCT1 + timedelta(days=2), now=clock)
+        second = await drain(later)
+    assert sorted(first + second) == sandbox.order_ids(OCT1, clock.now - timedelta(minutes=2))
+    assert "start applies to a first run only" in caplog.text
+
+
+async def test_run_forever_raises_what_the_handler_raised_and_stops_on_a_broken_store(
+    tmp_path: Path,
+) -> None:
+    from connexi_async import BadRequestError
+
+    clock = Clock(OCT1 + timedelta(days=1))
+    async with Sandbox(orders=100, days=1) as sandbox, client_for(sandbox) as client:
+        sync = OrderSync(
+            client, JSONFileCheckpoints(tmp_path / "s.json"), key="s", start=OCT1, now=clock
+        )
+
+        async def handler(batch: SyncBatch) -> None:
+            raise BadRequestError(status=400, method="PATCH", path="/v1/order")
+
+        with pytest.raises(BadRequestError):
+            await sync.run_forever(handler, interval=timedelta(milliseconds=10), max_cycles=3)
+        assert sync.stats.errors == 0
+
+        (tmp_path / "t.json").write_text("{broken")
+        broken = OrderSync(
+            client, JSONFileCheckpoints(tmp_path / "t.json"), key="s", start=OCT1, now=clock
+        )
+        with pytest.raises(SyncError, match="not a checkpoint file"):
+            await broken.run_forever(
+                _never_called, interval=timedelta(milliseconds=10), max_cycles=3
+            )

@@ -7,7 +7,11 @@ by the window that delivered them, and the consumer's own ``meta`` committed wit
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import sys
+from array import array
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,11 +39,13 @@ class Checkpoint:
 
     ``version`` grows by one on every successful save (compare-and-set); ``delivered``
     pairs a window's end with the ids it delivered, for the windows a lookback can read
-    again; ``meta`` is yours (the command line keeps its output file's size there).
+    again; ``meta`` is yours (the command line keeps its output file's size there);
+    ``start`` is where the sync began (no lookback reads before it).
     """
 
     watermark: datetime
     version: int = 0
+    start: datetime | None = None
     delivered: tuple[tuple[datetime, tuple[int, ...]], ...] = ()
     meta: Mapping[str, Any] = attrs.field(factory=dict)
 
@@ -95,12 +101,35 @@ def prune(
 
 
 def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {
+    value: dict[str, Any] = {
         "version": checkpoint.version,
         "watermark": format_instant(checkpoint.watermark),
-        "delivered": [[format_instant(end), list(ids)] for end, ids in checkpoint.delivered],
+        # Ids packed (8 bytes each, base64): a few C calls for 200,000 of them, where a
+        # JSON list of numbers would hold the interpreter for tens of milliseconds.
+        "delivered": [[format_instant(end), _pack(ids)] for end, ids in checkpoint.delivered],
         "meta": dict(checkpoint.meta),
     }
+    if checkpoint.start is not None:
+        value["start"] = format_instant(checkpoint.start)
+    return value
+
+
+def _pack(ids: tuple[int, ...]) -> str:
+    packed = array("q", ids)
+    if sys.byteorder != "little":  # pragma: no cover - written little-endian everywhere
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def _unpack(text: str) -> tuple[int, ...]:
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) % 8:
+        raise ValueError("not a whole number of ids")
+    ids = array("q")
+    ids.frombytes(raw)
+    if sys.byteorder != "little":  # pragma: no cover - written little-endian everywhere
+        ids.byteswap()
+    return tuple(ids)
 
 
 def _instant(value: object, where: str) -> datetime:
@@ -124,18 +153,23 @@ def checkpoint_from_json(value: object, where: str) -> Checkpoint:
         if not isinstance(raw, list):
             raise ValueError("delivered: expected a list")
         for n, pair in enumerate(raw):
-            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], list)):
-                raise ValueError(f"delivered[{n}]: expected [instant, [ids]]")
-            ids = pair[1]
-            if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                raise ValueError(f"delivered[{n}]: ids must be whole numbers")
-            delivered.append((_instant(pair[0], f"delivered[{n}]"), tuple(ids)))
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str)):
+                raise ValueError(f"delivered[{n}]: expected [instant, packed ids]")
+            try:
+                ids = _unpack(pair[1])
+            except (ValueError, binascii.Error):
+                raise ValueError(f"delivered[{n}]: the packed ids are damaged") from None
+            delivered.append((_instant(pair[0], f"delivered[{n}]"), ids))
         meta = value.get("meta", {})
         if not isinstance(meta, dict):
             raise ValueError("meta: expected an object")
+        start = value.get("start")
+        began = None if start is None else _instant(start, "start")
     except ValueError as exc:
         raise SyncError(f"{where}: the checkpoint is unreadable ({exc})") from None
-    return Checkpoint(watermark=watermark, version=version, delivered=tuple(delivered), meta=meta)
+    return Checkpoint(
+        watermark=watermark, version=version, start=began, delivered=tuple(delivered), meta=meta
+    )
 
 
 def dumps(value: object) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -258,6 +259,12 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+_ASYNC_WRITE = (
+    "SQLiteCheckpoints runs write= in a worker thread with a sqlite3.Connection: pass a "
+    "plain function (def write(db): db.executemany(...)), not a coroutine function; "
+    "nothing was written or committed"
+)
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
 
 
@@ -291,6 +298,8 @@ class SQLiteCheckpoints:
 
     async def save(self, key: str, checkpoint: Checkpoint, *, write: Write | None = None) -> None:
         _check_key(key)
+        if write is not None and inspect.iscoroutinefunction(write):
+            raise ConfigurationError(_ASYNC_WRITE)
         await asyncio.shield(asyncio.to_thread(self._save, key, checkpoint, write))
 
     def lock(self, key: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
@@ -364,7 +373,12 @@ class SQLiteCheckpoints:
                     raise _conflict(key, checkpoint, found)
                 if write is not None:
                     try:
-                        write(db)
+                        result = write(db)
+                        if inspect.isawaitable(result):
+                            # Never awaited here: the rows would silently not be written.
+                            if inspect.iscoroutine(result):
+                                result.close()
+                            raise ConfigurationError(_ASYNC_WRITE)
                     except BaseException as exc:
                         failed.append(exc)
                         raise

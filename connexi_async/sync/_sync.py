@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .._cooperative import SLICE_SECONDS
 from .._errors import (
     AuthenticationError,
+    CheckpointConflictError,
     ConfigurationError,
     ConnexiError,
     PermissionDeniedError,
@@ -45,7 +48,21 @@ _FATAL = (ConfigurationError, AuthenticationError, PermissionDeniedError)
 
 
 def _fatal(exc: BaseException) -> bool:
+    """A worker stops on these; the rest of ConnexiError is retried next cycle. A store
+    it cannot read stops it too (a person must look), unlike a lost compare-and-set."""
+    if isinstance(exc, SyncError) and not isinstance(exc, CheckpointConflictError):
+        return True
     return isinstance(exc, _FATAL) or isinstance(exc.__cause__, _FATAL)
+
+
+async def _yours(step: Awaitable[object], yours: list[BaseException]) -> None:
+    """Await the user's code, noting what it raised (a ConnexiError of theirs, say a
+    failed update_order_statuses, is raised to them, not retried as a failed cycle)."""
+    try:
+        await step
+    except BaseException as exc:
+        yours.append(exc)
+        raise
 
 
 @attrs.define
@@ -108,6 +125,7 @@ class _RunState:
     sync: OrderSync
     checkpoint: Checkpoint
     since: datetime
+    floor: datetime  # where the sync began: no lookback reads before it
     done: dict[datetime, datetime] = attrs.field(factory=dict)
     ended: bool = False
     handed: int = 0  # batches handed out (counted, not kept: a run never holds them all)
@@ -125,7 +143,7 @@ class _RunState:
         watermark = max(old.watermark, advance(self.since, done))
         delivered = old.delivered + ((new,) if new is not None else ())
         kept, dropped = prune(
-            delivered, lookback_start(watermark, sync.lookback, sync.start), sync.max_remembered
+            delivered, lookback_start(watermark, sync.lookback, self.floor), sync.max_remembered
         )
         if dropped:
             sync.stats.ids_dropped += dropped
@@ -139,6 +157,7 @@ class _RunState:
         return Checkpoint(
             watermark=watermark,
             version=old.version + 1,
+            start=self.floor,
             delivered=kept,
             meta=old.meta if meta is None else dict(meta),
         )
@@ -151,15 +170,17 @@ class _RunState:
                 return
             if self.ended:
                 raise SyncError(
-                    f"the run that delivered {batch.window} has ended: commit a batch "
-                    "before the next run starts (its orders will be delivered again)"
+                    f"the run that delivered {batch.window} is closed: commit before "
+                    "leaving `async with sync.run_once()` (this window's orders will be "
+                    "delivered again by the next run)"
                 )
             done = {**self.done, batch.window.start: batch.window.end}
             ids = tuple(o.id for o in batch.records)
             checkpoint = self.next_checkpoint(done, (batch.window.end, ids), meta)
             cancelled = await self.save(checkpoint, write)
-            # Saved: this run's view follows, even if a cancellation came meanwhile.
-            self.done = done
+            # Saved: this run's view follows, even if a cancellation came meanwhile. Added
+            # to the live map: windows skipped during the save stay done.
+            self.done[batch.window.start] = batch.window.end
             batch.committed = True
             self.committed += 1
             stats = self.sync.stats
@@ -191,6 +212,13 @@ class _RunState:
         sync.stats.lag = sync.now() - checkpoint.watermark
         return cancelled
 
+    async def commit_meta(self, meta: Mapping[str, Any]) -> None:
+        async with self.lock:
+            if self.ended:
+                raise SyncError("this run is closed: its checkpoint can no longer change")
+            if await self.save(self.next_checkpoint(self.done, None, meta)):
+                raise asyncio.CancelledError
+
     async def finish(self) -> None:
         """Save what windows with nothing new moved (no batch commit carried it)."""
         async with self.lock:
@@ -213,6 +241,9 @@ class SyncRun:
         self._sync = sync
         self._lock: contextlib.AbstractAsyncContextManager[None] | None = None
         self._agen: AsyncGenerator[SyncBatch, None] | None = None
+        self._run: _RunState | None = None
+        self._already: set[int] = set()
+        self._entered = False  # used with `async with`: ends at its exit, not the loop's
         self._closed = False
         self.checkpoint: Checkpoint | None = None
         self.since: datetime | None = None
@@ -234,13 +265,46 @@ class SyncRun:
         self._lock = lock
         try:
             self.checkpoint = await sync.store.load(sync.key)
+            stored = self.checkpoint
+            floor = sync.start
+            if stored is not None and stored.start is not None:
+                floor = stored.start
+                if sync.start != floor:
+                    logger.warning(
+                        "sync %r: start=%s differs from the %s this sync began at; start "
+                        "applies to a first run only, the checkpoint goes on from %s",
+                        sync.key,
+                        format_instant(sync.start),
+                        format_instant(floor),
+                        format_instant(stored.watermark),
+                    )
+            state = stored or Checkpoint(watermark=floor, start=floor)
+            self.since = lookback_start(state.watermark, sync.lookback, floor)
+            self.until = whole_second(sync.now() - sync.settle, "now - settle")
+            self._run = _RunState(sync=sync, checkpoint=state, since=self.since, floor=floor)
+            # The ids a lookback may meet again, gathered window by window: 200,000 of
+            # them in one go would hold the loop.
+            already: set[int] = set()
+            began = time.perf_counter()
+            for _, ids in state.delivered:
+                already.update(ids)
+                if time.perf_counter() - began > SLICE_SECONDS:
+                    await asyncio.sleep(0)
+                    began = time.perf_counter()
+            self._already = already
         except BaseException:
             await self.aclose()
             raise
-        watermark = sync.start if self.checkpoint is None else self.checkpoint.watermark
-        self.since = lookback_start(watermark, sync.lookback, sync.start)
-        self.until = whole_second(sync.now() - sync.settle, "now - settle")
-        sync.stats.watermark = watermark
+        sync.stats.watermark = state.watermark
+
+    async def commit_meta(self, meta: Mapping[str, Any]) -> None:
+        """Save ``meta`` (yours, JSON-able) in the checkpoint now, without a batch: to
+        claim a resource before the first batch (the command line records its output
+        file this way), or to keep state of your own."""
+        await self.start()
+        if self._run is None:
+            raise SyncError("this run is closed: its checkpoint can no longer change")
+        await self._run.commit_meta(meta)
 
     def __aiter__(self) -> SyncRun:
         return self
@@ -253,23 +317,39 @@ class SyncRun:
             self._agen = self._batches()
         try:
             return await self._agen.__anext__()
+        except StopAsyncIteration:
+            if not self._entered:
+                await self.aclose()  # plain `async for`: the lock goes at once
+            raise
         except BaseException:
-            # Finished or failed: the lock goes at once, not when this object is collected.
             await self.aclose()
             raise
 
     async def aclose(self) -> None:
-        """End the run: stop its requests and release the lock. Safe to call twice."""
+        """End the run: stop its requests and release the lock. Batches not committed by
+        now are delivered again by the next run. Safe to call twice."""
         self._closed = True
         try:
             if self._agen is not None:
                 await self._agen.aclose()
         finally:
+            run, self._run = self._run, None
+            if run is not None:
+                async with run.lock:  # a commit under way finishes first
+                    run.ended = True
+                self.uncommitted = run.handed - run.committed
+                if self.uncommitted:
+                    logger.warning(
+                        "sync %r: %d batches were not committed; the next run delivers them again",
+                        self._sync.key,
+                        self.uncommitted,
+                    )
             lock, self._lock = self._lock, None
             if lock is not None:
                 await lock.__aexit__(None, None, None)
 
     async def __aenter__(self) -> SyncRun:
+        self._entered = True
         await self.start()
         return self
 
@@ -282,45 +362,36 @@ class SyncRun:
         await self.aclose()
 
     async def _batches(self) -> AsyncGenerator[SyncBatch, None]:
-        sync = self._sync
+        sync, run = self._sync, self._run
         since, until = self.since, self.until
+        assert run is not None
         assert since is not None
         assert until is not None
-        checkpoint = self.checkpoint or Checkpoint(watermark=sync.start)
         if until - since < timedelta(seconds=1):
             logger.debug("sync %r: nothing to read before %s", sync.key, until)
             sync.stats.cycles += 1
             return
-        run = _RunState(sync=sync, checkpoint=checkpoint, since=since)
-        already = checkpoint.delivered_ids()
+        already = self._already
         committed_before = sync.stats.records
-        try:
-            async with sync.client.orders(
-                since,
-                until,
-                window=sync.window,
-                concurrency=sync.concurrency,
-                ordered=sync.ordered,
-                page_cap=sync.page_cap,
-            ) as stream:
-                async for batch in stream.batches():
-                    records = [o for o in batch.records if o.id not in already]
-                    if not records:
-                        run.skip(batch.window)
-                        continue
-                    run.handed += 1
-                    yield SyncBatch(run, batch.window, records)
-                    del batch, records
-            await run.finish()
-        finally:
-            run.ended = True
-            self.uncommitted = run.handed - run.committed
-            if self.uncommitted:
-                logger.warning(
-                    "sync %r: %d batches were not committed; the next run delivers them again",
-                    sync.key,
-                    self.uncommitted,
-                )
+        async with sync.client.orders(
+            since,
+            until,
+            window=sync.window,
+            concurrency=sync.concurrency,
+            ordered=sync.ordered,
+            page_cap=sync.page_cap,
+        ) as stream:
+            async for batch in stream.batches():
+                records = batch.records
+                if already:
+                    records = [o for o in records if o.id not in already]
+                if not records:
+                    run.skip(batch.window)
+                    continue
+                run.handed += 1
+                yield SyncBatch(run, batch.window, records)
+                del batch, records
+        await run.finish()
         sync.stats.cycles += 1
         sync.stats.lag = sync.now() - run.checkpoint.watermark
         logger.info(
@@ -447,26 +518,27 @@ class OrderSync:
         while max_cycles is None or cycles < max_cycles:
             began = loop.time()
             delay = interval.total_seconds()
+            yours: list[BaseException] = []  # raised by your handler or on_run: not ours to retry
             try:
                 async with self.run_once() as run:
                     if on_run is not None:
-                        await on_run(run)
+                        await _yours(on_run(run), yours)
                     async for batch in run:
-                        await handler(batch)
+                        await _yours(handler(batch), yours)
                         if not batch.committed:
                             await batch.commit()
                 failures = 0
             except SyncLockedError as exc:
                 logger.info("sync %r: standing by: %s", self.key, exc)
             except ConnexiError as exc:
-                if _fatal(exc):
+                if _fatal(exc) or exc in yours:
                     raise
                 failures += 1
                 self.stats.errors += 1
                 self.stats.last_error = str(exc)
                 delay = min(ceiling, 2.0 ** min(failures, 30))
                 logger.error(
-                    "sync %r: cycle failed (%d in a row), next try in %.0f s: %s",
+                    "sync %r: cycle failed (%d in a row), next try in %.3g s: %s",
                     self.key,
                     failures,
                     delay,
