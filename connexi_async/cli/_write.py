@@ -1,0 +1,104 @@
+"""``update-status`` and ``create``: what is typed is checked before anything is sent."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from .._convert import decode_new_orders, decode_status_updates, encode_record
+from .._errors import (
+    DecodeError,
+)
+from .._models import OrderStatus, StatusUpdate
+from ._common import (
+    _ORDER_ID,
+    EXIT_OK,
+    UsageError,
+    _count,
+    connect,
+)
+
+
+def _read_updates(args: argparse.Namespace) -> list[StatusUpdate]:
+    pairs: list[str] = list(args.updates)
+    updates = []
+    if args.from_file:
+        text = Path(args.from_file).read_text(encoding="utf-8")
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                updates += decode_status_updates(stripped, context=args.from_file)
+            except DecodeError as exc:
+                raise UsageError(str(exc)) from None
+        else:  # one "ID=STATUS" or "ID STATUS" a line
+            for line in stripped.splitlines():
+                fields = line.replace("=", " ", 1).split()
+                if fields:
+                    pairs.append("=".join(fields) if len(fields) == 2 else line)
+    for pair in pairs:
+        order_id, sep, status = pair.partition("=")
+        if not sep or not _ORDER_ID.fullmatch(order_id.strip()) or not status.strip():
+            raise UsageError(f"{pair!r} is not ID=STATUS (for example 111=accepted)")
+        updates.append(StatusUpdate(id=int(order_id), status=status.strip()))
+    if not updates:
+        raise UsageError("no status updates given: pass ID=STATUS pairs or --from FILE")
+    if not args.allow_unknown_status:
+        for update in updates:
+            if update.status.lower() not in _STATUSES:
+                close = difflib.get_close_matches(update.status.lower(), sorted(_STATUSES), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise UsageError(
+                    f"{update.status!r} is not an order status the API documents{hint}; "
+                    "pass --allow-unknown-status to send it anyway"
+                )
+    return updates
+
+
+_STATUSES = frozenset({*(s.value for s in OrderStatus), "canceled"})
+
+
+async def cmd_update_status(args: argparse.Namespace) -> int:
+    updates = _read_updates(args)
+    async with connect(args) as client:
+        updated = await client.update_order_statuses(updates)
+    for order in updated:
+        sys.stdout.write(encode_record(order) + "\n")
+    print(f"updated {_count(len(updates), 'order status', 'order statuses')}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _orders_file(path: str) -> bytes:
+    """A file of orders as one JSON array: a JSON array, an ``{"orders": [...]}`` object,
+    or JSON Lines (one order a line, a single line included)."""
+    text = Path(path).read_bytes().strip()
+    if not text:
+        raise UsageError(f"{path} holds no orders")
+    if text.startswith(b"["):
+        return text
+    if text.startswith(b"{"):
+        with contextlib.suppress(ValueError):
+            whole = json.loads(text)
+            if isinstance(whole, dict) and ("orders" in whole or "data" in whole):
+                return text
+    lines = [line for line in text.splitlines() if line.strip()]
+    return b"[" + b",".join(lines) + b"]"
+
+
+async def cmd_create(args: argparse.Namespace) -> int:
+    try:
+        # Strict: these are orders a person wrote, not what a server sent.
+        new_orders = decode_new_orders(_orders_file(args.file), context=args.file, strict=True)
+    except DecodeError as exc:
+        raise UsageError(str(exc)) from None
+    if not new_orders:
+        raise UsageError(f"{args.file} holds no orders")
+    async with connect(args) as client:
+        created = await client.create_orders(new_orders)
+    for order in created:
+        sys.stdout.write(encode_record(order) + "\n")
+    print(f"created {_count(len(created), 'order', 'orders')}", file=sys.stderr)
+    return EXIT_OK
