@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, Unpack
 
+import attrs
+
 from ._auth import PartnerAuth, _Secret
 from ._client import ClientOptions, _BaseClient, hide_secrets
 from ._convert import build_partner, page_steps
@@ -108,14 +110,15 @@ class PartnerClient(_BaseClient):
             return date is None or low <= date < high
 
         async def fetch(window: Window, slot: asyncio.Semaphore) -> tuple[list[Any], int, int]:
-            params = {
-                "since": format_instant(window.start),
-                "until": format_instant(window.end),
-            }
-            extra = {"withDO": "true" if with_delivery_orders else "false"}
-            return await self._paged(
-                "/v1/partner/order", params, extra, PartnerOrder, slot, size, str(window), in_period
+            listing = _Listing(
+                path="/v1/partner/order",
+                params={"since": format_instant(window.start), "until": format_instant(window.end)},
+                extra={"withDO": "true" if with_delivery_orders else "false"},
+                cls=PartnerOrder,
+                size=size,
+                what=str(window),
             )
+            return await self._paged(listing, slot, in_period)
 
         return self._windowed(
             fetch,
@@ -135,10 +138,10 @@ class PartnerClient(_BaseClient):
         """Every product's stock: the first page, then the rest concurrently."""
         size = _page_size(page_size)
 
+        listing = _Listing("/v1/partner/product/stock", {}, {}, ProductStock, size, "all products")
+
         async def fetch(_: Window, slot: asyncio.Semaphore) -> tuple[list[Any], int, int]:
-            return await self._paged(
-                "/v1/partner/product/stock", {}, {}, ProductStock, slot, size, "all products"
-            )
+            return await self._paged(listing, slot)
 
         return self._listing(fetch, concurrency, build_partner(ProductStock))
 
@@ -156,16 +159,12 @@ class PartnerClient(_BaseClient):
         if updated_since is not None:
             params["updated_at"] = format_instant(whole_second(updated_since, "updated_since"))
 
+        listing = _Listing(
+            "/v1/partner/inventory/history", params, {}, StockUpdateRecord, size, "the history"
+        )
+
         async def fetch(_: Window, slot: asyncio.Semaphore) -> tuple[list[Any], int, int]:
-            return await self._paged(
-                "/v1/partner/inventory/history",
-                params,
-                {},
-                StockUpdateRecord,
-                slot,
-                size,
-                "the stock update history",
-            )
+            return await self._paged(listing, slot)
 
         return self._listing(fetch, concurrency, build_partner(StockUpdateRecord))
 
@@ -187,33 +186,26 @@ class PartnerClient(_BaseClient):
     # -- offset pages ----------------------------------------------------------------
 
     async def _page(
-        self,
-        path: str,
-        params: Mapping[str, str],
-        extra: Mapping[str, str],
-        offset: int,
-        size: int,
-        cls: type,
-        slot: asyncio.Semaphore,
-        what: str,
+        self, listing: _Listing, offset: int, slot: asyncio.Semaphore
     ) -> tuple[list[Any], int | None, int, int]:
         """One page: its records (prepared), the total it announces, bytes, attempts."""
-        query = {**params, "limit": str(size), "offset": str(offset), **extra}
+        query = {
+            **listing.params,
+            "limit": str(listing.size),
+            "offset": str(offset),
+            **listing.extra,
+        }
         async with slot:
-            response = await self._transport.request("GET", path, params=query)
-        context = f"GET {path} {what} offset {offset}"
-        records, total = await run_sliced(page_steps(response.body, cls, context, built=False))
+            response = await self._transport.request("GET", listing.path, params=query)
+        context = f"GET {listing.path} {listing.what} offset {offset}"
+        steps = page_steps(response.body, listing.cls, context, built=False)
+        records, total = await run_sliced(steps)
         return records, total, len(response.body), response.attempts
 
     async def _paged(
         self,
-        path: str,
-        params: Mapping[str, str],
-        extra: Mapping[str, str],
-        cls: type,
+        listing: _Listing,
         slot: asyncio.Semaphore,
-        size: int,
-        what: str,
         keep: Callable[[Any], bool] | None = None,
     ) -> tuple[list[Any], int, int]:
         """Every record of one listing (a window, or all products), read as offset pages
@@ -221,9 +213,7 @@ class PartnerClient(_BaseClient):
         read = attempts = 0
         reason = ""
         for reading in range(1, MAX_READS + 1):
-            pages, problem, size_read, tries = await self._read_pages(
-                path, params, extra, cls, slot, size, what
-            )
+            pages, problem, size_read, tries = await self._read_pages(listing, slot)
             read += size_read
             attempts += tries
             if problem is None:
@@ -231,8 +221,8 @@ class PartnerClient(_BaseClient):
             reason = problem
             logger.warning(
                 "GET %s %s: %s; reading it again (%d of %d)",
-                path,
-                what,
+                listing.path,
+                listing.what,
                 problem,
                 reading,
                 MAX_READS,
@@ -255,27 +245,17 @@ class PartnerClient(_BaseClient):
         return records, read, attempts - len(pages) + 1
 
     async def _read_pages(
-        self,
-        path: str,
-        params: Mapping[str, str],
-        extra: Mapping[str, str],
-        cls: type,
-        slot: asyncio.Semaphore,
-        size: int,
-        what: str,
+        self, listing: _Listing, slot: asyncio.Semaphore
     ) -> tuple[list[list[Any]], str | None, int, int]:
         """One reading: the pages, and why they disagree (``None`` if they do not)."""
-        first, total, read, attempts = await self._page(
-            path, params, extra, 0, size, cls, slot, what
-        )
+        size = listing.size
+        first, total, read, attempts = await self._page(listing, 0, slot)
         pages = [first]
         if total is None:
             # No total announced: page on until a short page (one after another).
             offset = size
             while len(pages[-1]) == size:
-                page, _, more, tries = await self._page(
-                    path, params, extra, offset, size, cls, slot, what
-                )
+                page, _, more, tries = await self._page(listing, offset, slot)
                 pages.append(page)
                 read += more
                 attempts += tries
@@ -285,10 +265,7 @@ class PartnerClient(_BaseClient):
             return pages, f"the first page held {len(first)} records of {total}", read, attempts
         offsets = range(size, total, size)
         async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._page(path, params, extra, o, size, cls, slot, what))
-                for o in offsets
-            ]
+            tasks = [group.create_task(self._page(listing, o, slot)) for o in offsets]
         problem = None
         for offset, task in zip(offsets, tasks, strict=True):
             page, announced, more, tries = task.result()
@@ -307,6 +284,18 @@ class PartnerClient(_BaseClient):
                     f"total_record={total} says {min(size, total - offset)}"
                 )
         return pages, problem, read, attempts
+
+
+@attrs.frozen
+class _Listing:
+    """One paged listing: where it is, its fixed query, what its records are."""
+
+    path: str
+    params: Mapping[str, str]
+    extra: Mapping[str, str]  # sent after limit and offset (withDO, as documented)
+    cls: type
+    size: int
+    what: str  # how messages name it: a window, "all products"
 
 
 def _page_size(value: object) -> int:
