@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from connexi_async import LineItem, Order, decode_orders
+from connexi_async import LineItem, Order, PartnerLineItem, PartnerOrder, decode_orders
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 ORDER_TIMESTAMPS = [
@@ -269,6 +269,55 @@ def hand_written_order(d: dict[str, Any]) -> Order:
         price_adjustment=Decimal(str(d.get("price_adjustment", 0))),
         edit_reason=d.get("edit_reason", ""),
         cancel_reason=d.get("cancel_reason", ""),
+    )
+
+
+def hand_written_partner_order(d: dict[str, Any]) -> PartnerOrder:
+    """The same care for a partner order (what the sequential pager builds)."""
+    items = tuple(
+        PartnerLineItem(
+            id=li.get("id", 0),
+            order_item_id=li.get("order_item_id", ""),
+            sku=li.get("sku", ""),
+            name=li.get("name", ""),
+            quantity=li.get("quantity", 0),
+            unit_price=Decimal(str(li.get("unit_price", 0))),
+            raw_price=Decimal(str(li.get("raw_price", 0))),
+            discount=Decimal(str(li.get("discount", 0))),
+            created_at=_ts(li.get("created_at")),
+            updated_at=_ts(li.get("updated_at")),
+        )
+        for li in d.get("line_items") or ()
+    )
+    return PartnerOrder(
+        id=d["id"],
+        order_id=d.get("order_id", ""),
+        order_date=_ts(d.get("order_date")),
+        order_number=d.get("order_number", ""),
+        customer_reference=d.get("customer_reference", ""),
+        shipment_reference=d.get("shipment_reference", ""),
+        status=d.get("status", ""),
+        delivery_name=d.get("delivery_name", ""),
+        delivery_mobile=d.get("delivery_mobile", ""),
+        delivery_email=d.get("delivery_email", ""),
+        delivery_street_address=d.get("delivery_street_address", ""),
+        delivery_city=d.get("delivery_city", ""),
+        delivery_region=d.get("delivery_region", ""),
+        delivery_suburb=d.get("delivery_suburb", ""),
+        delivery_country=d.get("delivery_country", ""),
+        delivery_post_code=d.get("delivery_post_code", ""),
+        delivery_method=d.get("delivery_method", ""),
+        payment_method=d.get("payment_method", ""),
+        airwaybill_number=d.get("airwaybill_number", ""),
+        currency_code=d.get("currency_code", ""),
+        subtotal=Decimal(str(d.get("subtotal", 0))),
+        discount_total=Decimal(str(d.get("discount_total", 0))),
+        shipping_total=Decimal(str(d.get("shipping_total", 0))),
+        tax_total=Decimal(str(d.get("tax_total", 0))),
+        total=Decimal(str(d.get("total", 0))),
+        line_items=items,
+        created_at=_ts(d.get("created_at")),
+        updated_at=_ts(d.get("updated_at")),
     )
 
 
