@@ -49,6 +49,19 @@ def check_credential(name: str, value: object) -> str:
     return value
 
 
+def _check_key(value: object) -> str:
+    """The partner secret is only ever an HMAC key (its UTF-8 bytes), never sent: any
+    text will do, but not an empty one, nor one with a control character or white
+    space at an end (a paste that went wrong)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError("partner_secret must be a non-empty string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigurationError("partner_secret contains a control character (a stray newline?)")
+    if value != value.strip():
+        raise ConfigurationError("partner_secret starts or ends with white space")
+    return value
+
+
 def partner_signature(partner_secret: str, message: bytes) -> str:
     """The partner API's ``secret`` header: base64(HMAC-SHA256(key = the partner secret's
     UTF-8 bytes, message)), where the message is the request target followed by the body.
@@ -121,8 +134,16 @@ class PartnerAuth(Auth):
 
     def __init__(self, partner_id: str, partner_secret: str, *, leading_slash: bool = True) -> None:
         self._partner_id = check_credential("partner_id", partner_id)
-        self._key = _Secret(check_credential("partner_secret", partner_secret))
+        self._key = _Secret(_check_key(partner_secret))
         self.leading_slash = leading_slash
+        if not leading_slash:  # the hint names the other form, whichever is in use
+            self.hints = {
+                AuthenticationError: self.hints[AuthenticationError].replace(
+                    "sign the URI without its leading '/': try "
+                    "PartnerClient(sign_leading_slash=False)",
+                    "sign the URI with its leading '/': try PartnerClient(sign_leading_slash=True)",
+                )
+            }
 
     def headers(self, target: str, body: Sequence[bytes] | bytes | None) -> dict[str, str]:
         signed = target if self.leading_slash else target.removeprefix("/")

@@ -223,6 +223,8 @@ class _BaseClient:
         *,
         build: Callable[[Any], T] | None = None,
     ) -> RecordStream[T]:
+        if not isinstance(ordered, bool):
+            raise ConfigurationError(f"ordered must be True or False, got {ordered!r}")
         count, windows = plan_windows(since, until, window)
         return RecordStream(
             window_count=count,

@@ -1229,8 +1229,8 @@ def page_steps(
     body = _as_body(payload, context)
     records = yield from _decode_steps(body, _PARTNER_KINDS[cls], context, built=built)
     total = _envelope_fields(body, ("data",)).get("total_record")
-    if total is None:
-        return records, None
+    if total is None or total == "":
+        return records, None  # not announced: the pager reads on to a short page
     try:
         count = _to_int(total)
         if count < 0:

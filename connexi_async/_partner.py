@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, Unpack
 
@@ -29,15 +29,33 @@ from ._stream import RecordStream
 from ._transport import check_count
 from ._windows import Window, whole_second
 
-__all__ = ["MAX_PAGE_SIZE", "PagesShiftedError", "PartnerClient"]
+__all__ = [
+    "DEFAULT_PARTNER_BASE_URL",
+    "MAX_PAGE_SIZE",
+    "PagesShiftedError",
+    "PagingError",
+    "PartnerClient",
+]
+
+# The partner documentation's production host (its signing examples use it too).
+DEFAULT_PARTNER_BASE_URL = "https://api.connexi.id"
 
 MAX_PAGE_SIZE = 100  # the documented maximum of ``limit``
 MAX_READS = 4  # readings of a window whose pages disagree before giving up
+MAX_LISTING_RECORDS = 10_000_000  # more in one window or listing: a server gone wrong
+_PAGE_WORKERS = 16  # pages of one reading asked for at once (the stream's bound applies too)
 T = TypeVar("T")
 logger = logging.getLogger("connexi_async")
 
 
-class PagesShiftedError(ConnexiError):
+class PagingError(ConnexiError):
+    """A window's (or a listing's) pages cannot be read safely: the server does not
+    honour ``limit`` or ``offset``, caps ``total_record``, or announces an absurd one.
+    Raised as the cause of the stream's :class:`WindowError`; reading again would not
+    help."""
+
+
+class PagesShiftedError(PagingError):
     """A window's pages kept disagreeing (its orders changed while it was paged, on every
     reading). Raised as the cause of the stream's :class:`WindowError`."""
 
@@ -73,6 +91,7 @@ class PartnerClient(_BaseClient):
         secret = _Secret(partner_secret) if isinstance(partner_secret, str) else partner_secret
         del partner_secret  # no frame of ours keeps it in clear (tracebacks show locals)
         auth = PartnerAuth(partner_id, secret, leading_slash=sign_leading_slash)
+        options.setdefault("base_url", DEFAULT_PARTNER_BASE_URL)
         super().__init__(auth, **hide_secrets(options))
 
     # -- streams ---------------------------------------------------------------------
@@ -105,11 +124,17 @@ class PartnerClient(_BaseClient):
             raise ConfigurationError("with_delivery_orders must be True or False")
         low, high = whole_second(since, "since"), whole_second(until, "until")
 
-        def in_period(order: Any) -> bool:
-            date = order.order_date
-            return date is None or low <= date < high
-
         async def fetch(window: Window, slot: asyncio.Semaphore) -> tuple[list[Any], int, int]:
+            # Kept: orders dated inside this window (its end included: an order exactly on
+            # a boundary is also in the neighbour, and the stream de-duplicates the two)
+            # and inside the period. One the server returns from another window is not
+            # yielded from this one: only neighbours are de-duplicated.
+            first, last = max(low, window.start), window.end
+
+            def in_window(order: Any) -> bool:
+                date = order.order_date
+                return date is None or (first <= date <= last and date < high)
+
             listing = _Listing(
                 path="/v1/partner/order",
                 params={"since": format_instant(window.start), "until": format_instant(window.end)},
@@ -118,7 +143,7 @@ class PartnerClient(_BaseClient):
                 size=size,
                 what=str(window),
             )
-            return await self._paged(listing, slot, in_period)
+            return await self._paged(listing, slot, in_window)
 
         return self._windowed(
             fetch,
@@ -213,7 +238,7 @@ class PartnerClient(_BaseClient):
         read = attempts = 0
         reason = ""
         for reading in range(1, MAX_READS + 1):
-            pages, problem, size_read, tries = await self._read_pages(listing, slot)
+            records, problem, size_read, tries, pages = await self._read_pages(listing, slot)
             read += size_read
             attempts += tries
             if problem is None:
@@ -233,57 +258,139 @@ class PartnerClient(_BaseClient):
                 "readings in a row; offset pages could skip or repeat records, so none is "
                 "returned: try again later, or a narrower window"
             )
-        seen: set[int] = set()
-        records = []
-        for page in pages:
-            for record in page:
-                if record.id in seen or (keep is not None and not keep(record)):
-                    continue  # a repeat across pages, or outside the period
-                seen.add(record.id)
-                records.append(record)
+        if keep is not None:
+            kept = [record for record in records if keep(record)]
+            if len(kept) < len(records):
+                logger.warning(
+                    "GET %s %s: %d records dated outside it were left out (yielded from "
+                    "their own window)",
+                    listing.path,
+                    listing.what,
+                    len(records) - len(kept),
+                )
+            records = kept
         # Counted as one request per page in the stats: attempts beyond the pages are retries.
-        return records, read, attempts - len(pages) + 1
+        return records, read, attempts - pages + 1
 
     async def _read_pages(
         self, listing: _Listing, slot: asyncio.Semaphore
-    ) -> tuple[list[list[Any]], str | None, int, int]:
-        """One reading: the pages, and why they disagree (``None`` if they do not)."""
+    ) -> tuple[list[Any], str | None, int, int, int]:
+        """One reading of a listing: (records, why the pages disagree or None, bytes,
+        attempts, pages).
+
+        Pages overlap by one record (offsets 0, s-1, 2(s-1)...): each must begin with the
+        record the one before it ended with, so records that moved while the listing was
+        paged show at a seam, whatever moved them (an insertion, a removal, both). Pages
+        after the first are asked for a few at a time, and no more once one disagrees;
+        paging goes on past ``total_record`` while pages come back full (a total that
+        understates), and stops at the first short page."""
         size = listing.size
+        stride = size - 1 if size > 1 else 1
         first, total, read, attempts = await self._page(listing, 0, slot)
-        pages = [first]
-        if total is None:
-            # No total announced: page on until a short page (one after another).
-            offset = size
-            while len(pages[-1]) == size:
-                page, _, more, tries = await self._page(listing, offset, slot)
-                pages.append(page)
-                read += more
-                attempts += tries
-                offset += size
-            return pages, None, read, attempts
-        if len(first) != min(size, total):
-            return pages, f"the first page held {len(first)} records of {total}", read, attempts
-        offsets = range(size, total, size)
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._page(listing, o, slot)) for o in offsets]
-        problem = None
-        for offset, task in zip(offsets, tasks, strict=True):
-            page, announced, more, tries = task.result()
-            pages.append(page)
+        _check_page(listing, 0, first)
+        pages: dict[int, list[Any]] = {0: first}
+        problems: list[str] = []
+        if total is not None:
+            if total > MAX_LISTING_RECORDS:
+                raise PagingError(
+                    f"total_record={total:,}: more than {MAX_LISTING_RECORDS:,} records in "
+                    "one window is not what a server means; use a narrower window"
+                )
+            if len(first) < size and len(first) != total:
+                problems.append(f"the first page held {len(first)} records of {total}")
+            elif len(first) == size:
+                planned = iter(range(stride, max(total - 1, 0), stride))
+
+                async def worker() -> None:
+                    nonlocal read, attempts
+                    for offset in planned:
+                        if problems:
+                            return  # one disagreement is enough: this reading is over
+                        page, announced, more, tries = await self._page(listing, offset, slot)
+                        read += more
+                        attempts += tries
+                        _check_page(listing, offset, page, first)
+                        pages[offset] = page
+                        expected = min(size, total - offset)
+                        if announced != total:
+                            problems.append(
+                                f"total_record was {total} on the first page and "
+                                f"{announced} at offset {offset}"
+                            )
+                        elif len(page) < expected:
+                            problems.append(
+                                f"the page at offset {offset} held {len(page)} records where "
+                                f"total_record={total} says {expected}"
+                            )
+
+                workers = min(_PAGE_WORKERS, max(0, -(-(total - 1 - stride) // stride)))
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(workers):
+                        group.create_task(worker())
+        # On while the last page is full: no total, or one that understates.
+        offset = max(pages)
+        while not problems and len(pages[offset]) == size:
+            offset += stride
+            if offset > MAX_LISTING_RECORDS:
+                raise PagingError(
+                    f"more than {MAX_LISTING_RECORDS:,} records and still full pages: the "
+                    "server may not honour offset; use a narrower window"
+                )
+            page, _, more, tries = await self._page(listing, offset, slot)
             read += more
             attempts += tries
-            if problem is not None:
-                continue
-            if announced != total:
-                problem = (
-                    f"total_record was {total} on the first page and {announced} at offset {offset}"
+            _check_page(listing, offset, page, first)
+            pages[offset] = page
+        records, seam = _join(pages, size)
+        if seam is not None:
+            problems.append(seam)
+        if not problems and total is not None and len(records) != total:
+            if len(records) > total:
+                raise PagingError(
+                    f"{len(records)} records where every page said total_record={total}: "
+                    "the server caps or understates total_record; use a narrower window"
                 )
-            elif len(page) != min(size, total - offset):
-                problem = (
-                    f"the page at offset {offset} held {len(page)} records where "
-                    f"total_record={total} says {min(size, total - offset)}"
+            problems.append(f"{len(records)} records where total_record says {total}")
+        return records, (problems[0] if problems else None), read, attempts, len(pages)
+
+
+def _check_page(listing: _Listing, offset: int, page: list[Any], first: Sequence[Any] = ()) -> None:
+    """What no reading again can mend: a page longer than ``limit``, or one that repeats
+    the first page (a server that ignores ``offset``)."""
+    if len(page) > listing.size:
+        raise PagingError(
+            f"the page at offset {offset} held {len(page)} records for limit={listing.size}: "
+            "the server does not honour limit"
+        )
+    if offset and len(page) > 1 and [r.id for r in page] == [r.id for r in first[: len(page)]]:
+        raise PagingError(
+            f"the page at offset {offset} repeats the first page: the server does not honour offset"
+        )
+
+
+def _join(pages: dict[int, list[Any]], size: int) -> tuple[list[Any], str | None]:
+    """The records of overlapping pages, each once, and where a seam did not hold."""
+    records: list[Any] = []
+    seen: set[int] = set()
+    previous: list[Any] | None = None
+    for offset in sorted(pages):
+        page = pages[offset]
+        if previous is not None and size > 1:
+            if not previous:
+                break
+            if not page or page[0].id != previous[-1].id:
+                return records, (
+                    f"the page at offset {offset} does not begin with the record the page "
+                    "before it ended with (records moved while it was paged)"
                 )
-        return pages, problem, read, attempts
+            page = page[1:]
+        for record in page:
+            if record.id in seen:
+                return records, f"record {record.id} came twice (at offset {offset})"
+            seen.add(record.id)
+            records.append(record)
+        previous = pages[offset]
+    return records, None
 
 
 @attrs.frozen

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -253,8 +254,8 @@ async def _shifting_run(
         real_read = _partner.PartnerClient._read_pages
 
         async def blind(self: Any, *args: Any) -> Any:
-            pages, _problem, read, attempts = await real_read(self, *args)
-            return pages, None, read, attempts
+            records, _problem, read, attempts, pages = await real_read(self, *args)
+            return records, None, read, attempts, pages
 
         monkeypatch.setattr(_partner.PartnerClient, "_read_pages", blind)
     since, until = OCT1, OCT1 + timedelta(days=3)
@@ -416,3 +417,130 @@ async def test_the_sandbox_refuses_a_limit_over_100_and_a_missing_with_do() -> N
                 "/v1/partner/order",
                 params={"since": "2026-10-01T00:00:00Z", "until": "2026-10-02T00:00:00Z"},
             )
+
+
+# -- servers that get paging wrong (regressions found by review) -------------------------------
+
+
+@contextlib.asynccontextmanager
+async def quirky_server(mode: str, rows: int = 1_000) -> AsyncIterator[str]:
+    """A partner server over ``rows`` orders in three days that gets paging wrong in one
+    way: its base URL."""
+    from aiohttp import web
+
+    from connexi_async._convert import page_body_steps
+
+    orders = [
+        PartnerOrder(id=n + 1, order_id=f"Q{n}", order_date=OCT1 + timedelta(minutes=4 * n + 1))
+        for n in range(rows)
+    ]
+
+    async def handle(request: web.Request) -> web.Response:
+        q = request.query
+        since = datetime.fromisoformat(q["since"])
+        until = datetime.fromisoformat(q["until"])
+        limit, offset = int(q["limit"]), int(q["offset"])
+        found = [o for o in orders if since <= o.order_date < until]  # type: ignore[operator]
+        total: int | None = len(found)
+        if mode == "stray" and since == OCT1:
+            found.append(orders[-1])  # an order of day 3, in day 1's answer
+            total = len(found)
+        if mode in ("ignore_offset", "no_total_ignore_offset"):
+            offset = 0
+        if mode == "overlap" and offset:
+            offset -= 1
+        if mode == "ignore_limit":
+            limit = 1_000
+        if mode == "capped":
+            total = min(len(found), 150)
+        if mode == "huge_total":
+            total = 100_000
+        page = found[offset : offset + limit]
+        body = b"".join(
+            run_steps(
+                page_body_steps(
+                    page, PartnerOrder, total=total or 0, offset=offset, limit=limit, reference="r"
+                )
+            )
+        )
+        if mode == "no_total_ignore_offset":
+            body = body.replace(b',"total_record":', b',"x":')
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/partner/order", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def quirky_client(base: str) -> PartnerClient:
+    return PartnerClient(
+        partner_id="p", partner_secret="s", base_url=base, backoff_base=0.001, backoff_max=0.01
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        ("ignore_offset", "does not honour offset"),
+        ("no_total_ignore_offset", "does not honour offset"),
+        ("ignore_limit", "does not honour limit"),
+        ("capped", "caps or understates total_record"),
+        ("overlap", "does not begin with the record"),
+        ("huge_total", "records where total_record=100000 says"),
+    ],
+)
+async def test_a_server_that_pages_wrongly_is_an_error_never_a_loss(mode: str, says: str) -> None:
+    async with quirky_server(mode) as base, quirky_client(base) as client:
+        stream = client.orders(OCT1, OCT1 + timedelta(days=3), page_size=50)
+        with pytest.raises(WindowError, match=says) as info:
+            await asyncio.wait_for(collect(stream), 60)
+    assert info.value.start == OCT1
+
+
+async def test_an_order_from_a_far_window_is_yielded_once() -> None:
+    async with quirky_server("stray") as base, quirky_client(base) as client:
+        got = await collect(client.orders(OCT1, OCT1 + timedelta(days=3), page_size=50))
+    ids = [o.id for o in got]
+    assert len(ids) == len(set(ids)) == 1_000
+
+
+async def test_a_removal_and_an_insertion_between_pages_lose_nothing() -> None:
+    """Regression: one order removed and one added keep total_record and every page's
+    count as they were; only the seams between overlapping pages show the move."""
+    since, until = OCT1, OCT1 + timedelta(days=1)
+    async with Sandbox(orders=600, days=1) as sandbox:
+        before = expected_ids(sandbox, since, until)
+        done = False
+
+        def swap(path: str, query: Mapping[str, str]) -> None:
+            nonlocal done
+            if done or query["offset"] != "0":
+                return
+            done = True
+            sandbox.remove_order(before[5])  # already paged
+            late = until - timedelta(minutes=1)
+            sandbox.add_orders([_late(99, late)], created_at=late)
+
+        sandbox.between_pages(swap)
+        async with partner_for(sandbox) as client:
+            got = [o.id for o in await collect(client.orders(since, until, page_size=50))]
+    assert done
+    assert set(before) - {before[5]} <= set(got)
+    assert len(got) == len(set(got))
+
+
+def test_partner_client_defaults_and_checks() -> None:
+    client = PartnerClient(partner_id="B98KL87", partner_secret="sécret€ with ünïcode")
+    assert str(client.base_url) == "https://api.connexi.id"
+    unslashed = PartnerClient(partner_id="B", partner_secret="s", sign_leading_slash=False)
+    hint = unslashed._transport._auth.hints[AuthenticationError]
+    assert "sign_leading_slash=True" in hint
+    with pytest.raises(ConfigurationError, match="ordered"):
+        client.orders(OCT1, OCT1 + timedelta(days=1), ordered="no")  # type: ignore[arg-type]
