@@ -25,6 +25,8 @@ __all__ = [
     "FieldError",
     "NotFoundError",
     "OutcomeUnknownError",
+    "PagesShiftedError",
+    "PagingError",
     "PermissionDeniedError",
     "ProxyError",
     "RateLimitError",
@@ -247,6 +249,18 @@ class CheckpointConflictError(SyncError):
         self.expected = expected
         self.found = found
         super().__init__(message)
+
+
+class PagingError(ConnexiError):
+    """The partner API's pages of a window (or a listing) cannot be read safely: the
+    server does not honour ``limit`` or ``offset``, caps ``total_record``, or announces
+    an absurd one. Reading again would not help. For a windowed stream it is the cause
+    of the :class:`WindowError`."""
+
+
+class PagesShiftedError(PagingError):
+    """A window's pages kept disagreeing: its orders changed while it was paged, on
+    every reading (see the README on shifting offsets)."""
 
 
 class WindowError(ConnexiError):

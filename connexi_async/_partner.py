@@ -23,7 +23,13 @@ from ._auth import PartnerAuth, _Secret
 from ._client import ClientOptions, _BaseClient, hide_secrets
 from ._convert import build_partner, page_steps
 from ._cooperative import run_sliced
-from ._errors import ConfigurationError, ConnexiError, format_instant
+from ._errors import (
+    ConfigurationError,
+    ConnexiError,
+    PagesShiftedError,
+    PagingError,
+    format_instant,
+)
 from ._models import PartnerOrder, ProductStock, StockUpdateRecord
 from ._stream import RecordStream
 from ._transport import check_count
@@ -32,8 +38,6 @@ from ._windows import Window, whole_second
 __all__ = [
     "DEFAULT_PARTNER_BASE_URL",
     "MAX_PAGE_SIZE",
-    "PagesShiftedError",
-    "PagingError",
     "PartnerClient",
 ]
 
@@ -46,18 +50,6 @@ MAX_LISTING_RECORDS = 10_000_000  # more in one window or listing: a server gone
 _PAGE_WORKERS = 16  # pages of one reading asked for at once (the stream's bound applies too)
 T = TypeVar("T")
 logger = logging.getLogger("connexi_async")
-
-
-class PagingError(ConnexiError):
-    """A window's (or a listing's) pages cannot be read safely: the server does not
-    honour ``limit`` or ``offset``, caps ``total_record``, or announces an absurd one.
-    Raised as the cause of the stream's :class:`WindowError`; reading again would not
-    help."""
-
-
-class PagesShiftedError(PagingError):
-    """A window's pages kept disagreeing (its orders changed while it was paged, on every
-    reading). Raised as the cause of the stream's :class:`WindowError`."""
 
 
 class PartnerClient(_BaseClient):
@@ -220,8 +212,12 @@ class PartnerClient(_BaseClient):
             "offset": str(offset),
             **listing.extra,
         }
-        async with slot:
-            response = await self._transport.request("GET", listing.path, params=query)
+        try:
+            async with slot:
+                response = await self._transport.request("GET", listing.path, params=query)
+        except ConnexiError as exc:
+            exc.add_note(f"while reading {listing.what} at offset {offset}")
+            raise
         context = f"GET {listing.path} {listing.what} offset {offset}"
         steps = page_steps(response.body, listing.cls, context, built=False)
         records, total = await run_sliced(steps)

@@ -407,6 +407,8 @@ def every_error() -> list[connexi_async.ConnexiError]:
         connexi_async.ResponseTooLargeError("big", method="GET", path="/v1/order"),
         connexi_async.TLSError("tls", method="GET", path="/v1/order", host="api.example"),
         connexi_async.ProxyError("proxy", method="GET", path="/v1/order"),
+        connexi_async.PagingError("the server does not honour offset"),
+        connexi_async.PagesShiftedError("kept changing"),
         SyncError("unreadable"),
         SyncLockedError("running", key="k", holder="pid 1"),
         CheckpointConflictError("moved", key="k", expected=1, found=2),
