@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import operator
 import os
@@ -81,8 +82,18 @@ class ClientOptions(TypedDict, total=False):
 
 
 def hide_secrets(options: ClientOptions) -> ClientOptions:
-    """A proxy URL (it may carry a password) as a _Secret, in the options dict every
+    """The options checked by name (a misspelt one is named, with the closest known one),
+    and a proxy URL (it may carry a password) made a _Secret in the options dict every
     frame of ours holds: tracebacks that show locals never show it."""
+    known = ClientOptions.__annotations__
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigurationError(
+                f"unknown option {name!r}"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + " (see the client's docstring for its options)"
+            )
     proxy = options.get("proxy")
     if isinstance(proxy, str) and not isinstance(proxy, _Secret):
         options["proxy"] = _Secret(proxy)

@@ -172,3 +172,13 @@ async def test_a_fault_can_be_aimed_at_one_window(connexi_sandbox: Sandbox) -> N
 def test_the_sandbox_cache_is_small_by_default_and_an_option() -> None:
     assert Sandbox().state.cache_bytes == 64 * 1024 * 1024
     assert Sandbox(cache_bytes=1 << 20).state.cache_bytes == 1 << 20
+
+
+def test_a_misspelt_option_is_named_with_the_closest_one() -> None:
+    """Regression: a misspelt option raised a TypeError naming a private class."""
+    from connexi_async import ConfigurationError, ConnexiClient, PartnerClient
+
+    with pytest.raises(ConfigurationError, match="unknown option 'timout'; did you mean 'timeout'"):
+        ConnexiClient(api_key="k", api_secret="s", timout=5)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="'max_attemps'.*'max_attempts'"):
+        PartnerClient(partner_id="p", partner_secret="s", max_attemps=2)  # type: ignore[call-arg]
