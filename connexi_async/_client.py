@@ -133,8 +133,6 @@ class _BaseClient:
         random: Callable[[], float] | None = None,
         wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
-        if isinstance(proxy, str):
-            proxy = _Secret(proxy)  # its password never shows in this frame's locals
         timeouts = Timeouts(
             connect=check_seconds("connect_timeout", connect_timeout, allow_inf=True),
             read=check_seconds("read_timeout", read_timeout, allow_inf=True),

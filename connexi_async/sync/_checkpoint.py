@@ -59,9 +59,6 @@ class Checkpoint:
         ``where``."""
         return checkpoint_from_json(value, where)
 
-    def delivered_ids(self) -> set[int]:
-        return {i for _, ids in self.delivered for i in ids}
-
     def remembered(self) -> int:
         return sum(len(ids) for _, ids in self.delivered)
 
