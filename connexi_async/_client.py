@@ -45,6 +45,7 @@ from ._transport import (
     check_seconds,
 )
 from ._windows import Window, merge_periods, plan_windows, whole_second
+from ._writes import iterable, records_of
 
 __all__ = ["DEFAULT_BASE_URL", "ClientOptions", "ConnexiClient"]
 
@@ -106,6 +107,8 @@ class _BaseClient:
 
     # (environment variable, option) of the credentials, for from_env().
     _CREDENTIALS_ENV: tuple[tuple[str, str], ...] = ()
+    # Where from_env() reads a base URL (each API its own: one shell may hold both).
+    _BASE_URL_ENV = "CONNEXI_BASE_URL"
 
     def __init__(
         self,
@@ -166,8 +169,9 @@ class _BaseClient:
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:
-        """A client from its credentials' environment variables and, optionally,
-        ``CONNEXI_BASE_URL``; other options as keyword arguments."""
+        """A client from its credentials' environment variables and, optionally, its
+        base URL's (``CONNEXI_BASE_URL``; the partner client's is
+        ``CONNEXI_PARTNER_BASE_URL``); other options as keyword arguments."""
         values: dict[str, Any] = {}
         for variable, option in cls._CREDENTIALS_ENV:
             value = os.environ.get(variable)
@@ -176,7 +180,7 @@ class _BaseClient:
                     f"the environment variable {variable} is not set; export it or pass {option}="
                 )
             values[option] = value
-        base_url = os.environ.get("CONNEXI_BASE_URL")
+        base_url = os.environ.get(cls._BASE_URL_ENV)
         if base_url:
             values["base_url"] = base_url
         # The subclass's own signature takes its credentials by name.
@@ -309,7 +313,7 @@ class ConnexiClient(_BaseClient):
         went out, the orders may still be created: the cancellation is logged at WARNING
         and, as with :class:`OutcomeUnknownError`, look them up before sending again.
         """
-        items = _records_of(orders, NewOrder, "orders")
+        items = records_of(orders, NewOrder, "orders")
         if not items:
             return []
         if len(items) > self.max_batch:
@@ -351,7 +355,7 @@ class ConnexiClient(_BaseClient):
         >>> await client.update_order_statuses([StatusUpdate(id=111, status="accepted")])
         """
         items = []
-        for index, update in enumerate(_iterable(updates, "updates")):
+        for index, update in enumerate(iterable(updates, "updates")):
             items.append(_status_update(update, index))
             if index % 256 == 255:
                 await asyncio.sleep(0)  # 50,000 updates are checked without holding the loop
@@ -390,7 +394,7 @@ class ConnexiClient(_BaseClient):
                 "reconcile() takes the OutcomeUnknownError raised by create_orders "
                 f"(it carries the attempted orders); got {type(error).__name__}"
             )
-        orders = _records_of(error.orders, NewOrder, "error.orders")
+        orders = records_of(error.orders, NewOrder, "error.orders")
         return await self.find_created(
             orders, around=(error.sent_at, error.failed_at or error.sent_at), margin=margin
         )
@@ -411,7 +415,7 @@ class ConnexiClient(_BaseClient):
         ``margin``. An order found nowhere there is in ``missing``; one without the two
         keys is in ``unidentifiable``.
         """
-        items = _records_of(orders, NewOrder, "orders")
+        items = records_of(orders, NewOrder, "orders")
         if not isinstance(margin, timedelta) or margin < timedelta(0):
             raise ConfigurationError(f"margin must be a timedelta of zero or more, got {margin!r}")
         periods = []
@@ -608,24 +612,6 @@ _order_id: Callable[[Order], int] = operator.attrgetter("id")
 
 def _identity(location: Location) -> Location:
     return location
-
-
-def _iterable(values: object, name: str) -> Iterable[object]:
-    if values is None or isinstance(values, str | bytes | dict) or not hasattr(values, "__iter__"):
-        raise EncodeError(f"{name} must be a list of records, got {type(values).__name__}")
-    return values
-
-
-def _records_of(values: object, cls: type[T], name: str) -> list[T]:
-    """The records to send as a list, each of the right model (checked before sending)."""
-    items = list(_iterable(values, name))
-    for index, item in enumerate(items):
-        if not isinstance(item, cls):
-            raise EncodeError(
-                f"{name}[{index}]: expected {cls.__name__}, got {type(item).__name__}"
-                + (f" (build it with {cls.__name__}(**...))" if isinstance(item, dict) else "")
-            )
-    return items  # type: ignore[return-value]
 
 
 _KNOWN_STATUSES = frozenset({*(s.value for s in OrderStatus), "canceled"})

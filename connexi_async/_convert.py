@@ -46,17 +46,32 @@ from ._chunks import DEFAULT_PIECE_BYTES, Body, find_array, next_cut
 from ._cooperative import Steps, run_steps
 from ._errors import DecodeError, EncodeError, FieldError
 from ._models import (
+    Accept,
+    Cancel,
+    ChannelStock,
+    Complete,
+    CreatedProduct,
+    CreateFailure,
     DeliveryLine,
     DeliveryOrder,
     LineItem,
     Location,
     NewLineItem,
     NewOrder,
+    NewPartnerLineItem,
+    NewPartnerOrder,
+    NewProduct,
     Order,
+    Pack,
     PartnerLineItem,
     PartnerOrder,
+    PartnerVariant,
+    ProductFailure,
     ProductStock,
+    StatusFailure,
+    StatusSuccess,
     StatusUpdate,
+    StockUpdate,
     StockUpdateItem,
     StockUpdateRecord,
 )
@@ -268,6 +283,13 @@ def _to_decimal(value: Any) -> Decimal:
     raise ValueError(f"expected an amount, got {_show(value)}")
 
 
+def _to_optional_decimal(value: Any) -> Decimal | None:
+    """An amount that may be unset: ``null`` and ``""`` are ``None``, not zero."""
+    if value is None or value == "":
+        return None
+    return _to_decimal(value)
+
+
 def _to_timestamp(value: Any) -> datetime | None:
     if value is None or value == "" or value == GO_ZERO_TIME:
         return None
@@ -327,10 +349,13 @@ def _timestamp_miss(value: str) -> datetime | None:
 # ---------------------------------------------------------------------------------------
 
 _STR, _INT, _DEC, _TS, _ITEMS, _BOOL = "str", "int", "dec", "ts", "items", "bool"
+_ODEC = "odec"  # an amount that may be unset (None): a required one the client checks
+_ONE = "one"  # one nested record, or None
 _KIND_OF_TYPE: dict[object, str] = {
     str: _STR,
     int: _INT,
     Decimal: _DEC,
+    Decimal | None: _ODEC,
     datetime | None: _TS,
     bool: _BOOL,
 }
@@ -348,19 +373,37 @@ _RECORD_CLASSES = (
     ProductStock,
     StockUpdateRecord,
     StockUpdateItem,
+    NewPartnerOrder,
+    NewPartnerLineItem,
+    CreateFailure,
+    Accept,
+    Pack,
+    Complete,
+    Cancel,
+    StatusSuccess,
+    StatusFailure,
+    NewProduct,
+    PartnerVariant,
+    CreatedProduct,
+    ProductFailure,
+    StockUpdate,
+    ChannelStock,
 )
 
 
 @attrs.frozen
 class _Field:
     """What the generators need of one model field: its name on the model and on the
-    wire, its kind, whether it is required, and for a nested list its item model."""
+    wire, its kind, whether it is required, and for a nested record its model.
+    ``also``: a second wire name, sent too and read when the first is absent (for the
+    documentation's two spellings of one field)."""
 
     name: str
     wire: str
     kind: str
     required: bool
     item: type | None
+    also: str | None = None
 
 
 @cache
@@ -374,10 +417,13 @@ def _fields(cls: type) -> tuple[_Field, ...]:
             args: tuple[Any, ...] = getattr(a.type, "__args__", ())
             if len(args) == 2 and args[1] is Ellipsis and attrs.has(args[0]):
                 kind, item = _ITEMS, args[0]
+            elif len(args) == 2 and args[1] is type(None) and attrs.has(args[0]):
+                kind, item = _ONE, args[0]
             else:  # pragma: no cover - a model field of a type no rule covers
                 raise TypeError(f"{cls.__name__}.{a.name}: no value rule for {a.type}")
         wire = a.metadata.get("wire", a.name)
-        fields.append(_Field(a.name, wire, kind, a.default is attrs.NOTHING, item))
+        also = a.metadata.get("also")
+        fields.append(_Field(a.name, wire, kind, a.default is attrs.NOTHING, item, also))
     return tuple(fields)
 
 
@@ -408,6 +454,11 @@ def _wire_struct(cls: type) -> type[msgspec.Struct]:
             spec, default = _Int64, 0
         elif f.kind == _DEC:
             spec, default = Any, _ZERO
+        elif f.kind == _ODEC:
+            spec, default = Any, None
+        elif f.kind == _ONE:
+            assert f.item is not None
+            spec, default = Optional[_wire_struct(f.item)], None  # noqa: UP045
         elif f.kind == _TS:
             spec, default = str | None, None
         elif f.kind == _BOOL:
@@ -425,6 +476,8 @@ def _wire_struct(cls: type) -> type[msgspec.Struct]:
         fields.append((f.name, spec, default))
         if f.name == "updated_at":  # one revision of the API spells it update_at
             fields.append(("update_at", str | None, None))
+        if f.also is not None:
+            fields.append((f"also_{f.name}", Any, msgspec.field(default=None, name=f.also)))
     return msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, gc=False)
 
 
@@ -435,11 +488,29 @@ def _rule_lines(cls: type) -> list[tuple[str, list[str]]]:
     Raises ValueError where a rule refuses a value (the validating path then names it).
     The one source of the fast path's rules, for all three functions generated below."""
     fields: list[tuple[str, list[str]]] = []
-    for name, kind, required in _field_kinds(cls):
+    for f in _fields(cls):
+        name, kind, required = f.name, f.kind, f.required
         item = f"item_{name}"
         lines: list[str] = []
+        if f.also is not None:  # the second spelling counts where the first is unset
+            convert = "to_str" if kind == _STR else "to_optional_decimal"
+            lines += [
+                f"v = w.{name}",
+                f"if (v is None or v == '') and w.also_{name} is not None:",
+                f"    w.{name} = {convert}(w.also_{name})",
+            ]
         if kind == _STR and required:
             lines += [f"v = w.{name}", "if not v:", "    to_required_str(v)"]
+        elif kind == _STR and f.also is not None:
+            lines.append(f"v = w.{name}")
+        elif kind == _ODEC:
+            lines += [
+                f"v = w.{name}",
+                "if v is not None and v.__class__ is not Decimal:",
+                "    v = to_optional_decimal(v)",
+            ]
+        elif kind == _ONE:
+            lines += [f"v = w.{name}", "if v is not None:", f"    v = {item}(v)"]
         elif kind == _DEC:
             lines += [
                 f"v = w.{name}",
@@ -471,6 +542,8 @@ def _rule_lines(cls: type) -> list[tuple[str, list[str]]]:
 
 
 _RULES_NAMESPACE: dict[str, Any] = {
+    "to_str": _to_str,
+    "to_optional_decimal": _to_optional_decimal,
     "to_required_str": _to_required_str,
     "to_decimal": _to_decimal,
     "whole_get": _whole_amounts.get,
@@ -546,7 +619,11 @@ def _generate_build(cls: type) -> Callable[[Any], Any]:
         "    o = new(cls)",
     ]
     for index, (name, kind, _required) in enumerate(_field_kinds(cls)):
-        value = f"tuple([item_{name}(x) for x in w.{name}])" if kind == _ITEMS else f"w.{name}"
+        value = f"w.{name}"
+        if kind == _ITEMS:
+            value = f"tuple([item_{name}(x) for x in w.{name}])"
+        elif kind == _ONE:
+            value = f"(None if w.{name} is None else item_{name}(w.{name}))"
         source.append(f"    set{index}(o, {value})")
     source.append("    return o")
     namespace = {"wire": _wire_struct(cls), **_items(cls, _generate_build), **_setters(cls)}
@@ -563,6 +640,7 @@ def _make_validating_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, lambda v, _: _to_str(v))
     converter.register_structure_hook(int, lambda v, _: _to_int(v))
     converter.register_structure_hook(Decimal, lambda v, _: _to_decimal(v))
+    converter.register_structure_hook(Decimal | None, lambda v, _: _to_optional_decimal(v))
     converter.register_structure_hook(datetime | None, lambda v, _: _to_timestamp(v))
     converter.register_structure_hook(bool, lambda v, _: _to_bool(v))
 
@@ -616,6 +694,9 @@ def _with_aliases(generated: Callable[[Any, Any], Any]) -> Callable[[Any, Any], 
     def structure(value: Any, cls: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"expected an object, got {_show(value)}")
+        for f in _fields(cls):
+            if f.also is not None and value.get(f.name) in (None, "") and f.also in value:
+                value = {**value, f.name: value[f.also]}
         if value.get("updated_at") is None and "update_at" in value:
             value = {**value, "updated_at": value["update_at"]}
         if "line_items" in value or "line_item" in value:
@@ -729,6 +810,24 @@ _STATUS_UPDATES = _model_kind(StatusUpdate, ("data",))
 _PARTNER_ORDERS = _model_kind(PartnerOrder, ("data",))
 _PRODUCT_STOCKS = _model_kind(ProductStock, ("data",))
 _STOCK_UPDATES = _model_kind(StockUpdateRecord, ("data",))
+_NEW_PARTNER_ORDERS = _model_kind(NewPartnerOrder, ("orders", "data"))
+_NEW_PRODUCTS = _model_kind(NewProduct, ("products", "data"))
+# The parts of partner write bodies (found under their own keys, see _sections_steps).
+_SECTION_KINDS: dict[type, _Kind] = {
+    cls: _model_kind(cls, ("data",))
+    for cls in (
+        PartnerOrder,
+        CreateFailure,
+        StatusSuccess,
+        StatusFailure,
+        CreatedProduct,
+        ProductFailure,
+        Accept,
+        Pack,
+        Complete,
+        Cancel,
+    )
+}
 
 
 def _location(value: Any, path: str, errors: list[FieldError]) -> Location | None:
@@ -1114,58 +1213,70 @@ def decode_new_orders(
     connexi_async._errors.DecodeError: could not decode the payload (1 problem): $[0].totl: unknown field (did you mean total?)
     """
     if strict:
-        _check_written_by_hand(payload, context)
+        _check_written_by_hand(payload, context, _NEW_ORDERS.keys, NewOrder)
     return run_steps(_decode_steps(payload, _NEW_ORDERS, context, pace=_AT_ONCE))
 
 
-_ORDER_NAMES = frozenset(a.name for a in attrs.fields(NewOrder))
-_ITEM_NAMES = frozenset(a.name for a in attrs.fields(NewLineItem))
-_TIMESTAMP_NAMES = frozenset(n for n, kind, _ in _field_kinds(NewOrder) if kind == _TS)
+def decode_new_partner_orders(
+    payload: bytes | str, *, context: str = "", strict: bool = False
+) -> list[NewPartnerOrder]:
+    """Decode a partner Create Order body (``{"orders": [...]}``, a list, or one per
+    line joined into a list by the caller); ``strict`` as in :func:`decode_new_orders`."""
+    if strict:
+        _check_written_by_hand(payload, context, _NEW_PARTNER_ORDERS.keys, NewPartnerOrder)
+    return run_steps(_decode_steps(payload, _NEW_PARTNER_ORDERS, context, pace=_AT_ONCE))
+
+
 _ZONED = re.compile(r".*(?:[Zz]|[+-]\d{2}:?\d{2})", re.ASCII | re.DOTALL)
 
 
-def _check_written_by_hand(payload: bytes | str, context: str) -> None:
+def _check_written_by_hand(
+    payload: bytes | str, context: str, keys: tuple[str, ...], cls: type
+) -> None:
     """The strict checks of :func:`decode_new_orders`; the rest is the usual decoding."""
     try:
         data = _load_record(payload.encode() if isinstance(payload, str) else payload)
     except (ValueError, RecursionError, UnicodeEncodeError):
         return  # the usual decoding names what is wrong with it
     try:
-        records, base = _records(data, _NEW_ORDERS.keys, context)
+        records, base = _records(data, keys, context)
     except DecodeError:
         return
     errors: list[FieldError] = []
     for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            continue
-        path = f"{base}[{index}]"
-        _unknown_fields(record, _ORDER_NAMES, path, errors)
-        for name in _TIMESTAMP_NAMES & record.keys():
-            value = record[name]
-            naive = isinstance(value, str) and not _ZONED.fullmatch(value)
-            if naive and value not in ("", GO_ZERO_TIME):
-                errors.append(
-                    FieldError(
-                        f"{path}.{name}",
-                        f"{_show(value)} has no time zone: add Z (UTC) or an offset such "
-                        "as +07:00; it is not guessed",
-                    )
-                )
-        items = record.get("line_items")
-        for item_index, item in enumerate(items if isinstance(items, list) else []):
-            if isinstance(item, dict):
-                _unknown_fields(item, _ITEM_NAMES, f"{path}.line_items[{item_index}]", errors)
+        _check_record_by_hand(record, cls, f"{base}[{index}]", errors)
     if errors:
         raise DecodeError(errors, context=context)
 
 
-def _unknown_fields(
-    record: dict[str, Any], known: frozenset[str], path: str, errors: list[FieldError]
-) -> None:
+def _check_record_by_hand(record: object, cls: type, path: str, errors: list[FieldError]) -> None:
+    """Unknown fields (with the closest known one) and zoneless timestamps, nested
+    records included."""
+    if not isinstance(record, dict):
+        return
+    fields = _fields(cls)
+    known = {f.wire for f in fields} | {f.also for f in fields if f.also is not None}
     for name in record.keys() - known:
         close = difflib.get_close_matches(str(name), sorted(known), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         errors.append(FieldError(f"{path}.{name}", f"unknown field{hint}"))
+    for f in fields:
+        value = record.get(f.wire)
+        if f.kind == _TS and isinstance(value, str):
+            if not _ZONED.fullmatch(value) and value not in ("", GO_ZERO_TIME):
+                errors.append(
+                    FieldError(
+                        f"{path}.{f.wire}",
+                        f"{_show(value)} has no time zone: add Z (UTC) or an offset such "
+                        "as +07:00; it is not guessed",
+                    )
+                )
+        elif f.kind == _ITEMS and isinstance(value, list):
+            assert f.item is not None
+            for index, item in enumerate(value):
+                _check_record_by_hand(item, f.item, f"{path}.{f.wire}[{index}]", errors)
+        elif f.kind == _ONE and f.item is not None:
+            _check_record_by_hand(value, f.item, f"{path}.{f.wire}", errors)
 
 
 def decode_status_updates(payload: bytes | str, *, context: str = "") -> list[StatusUpdate]:
@@ -1274,6 +1385,141 @@ def page_body_steps(
 
 # Makes an Order of what ``orders_steps(..., built=False)`` gave (a model passes as is).
 build_order: Callable[[Any], Order] = _ORDERS.build
+
+
+# -- the partner API's writes ---------------------------------------------------------
+
+# Where each status change goes in an Update Order body, in the documentation's order.
+STATUS_CHANGE_KEYS: dict[type, str] = {
+    Accept: "accepted",
+    Pack: "packed",
+    Complete: "completed",
+    Cancel: "cancelled",
+}
+_members = msgspec.json.Decoder(dict[str, msgspec.Raw] | None)
+
+
+def _members_of(text: bytes, where: str, context: str) -> dict[str, msgspec.Raw]:
+    try:
+        members = _members.decode(text)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DecodeError(
+            [FieldError(where, f"expected a JSON object ({exc})")], context=context
+        ) from None
+    return members or {}
+
+
+def _sections_steps(
+    text: bytes, wanted: dict[str, type], context: str, where: str
+) -> Steps[dict[str, list[Any]]]:
+    """The record lists under some members of a JSON object (absent or null: empty),
+    each decoded piece by piece as any list of records is."""
+    members = _members_of(text, where, context)
+    found: dict[str, list[Any]] = {}
+    for key, cls in wanted.items():
+        raw = members.get(key)
+        records: list[Any] = []
+        if raw is not None and bytes(raw).strip() != b"null":
+            records = yield from _decode_steps(
+                bytes(raw), _SECTION_KINDS[cls], f"{context} (at {where}.{key})"
+            )
+        found[key] = records
+        yield
+    return found
+
+
+def partial_steps(
+    payload: Buffer | str, ok_cls: type, failed_cls: type, context: str
+) -> Steps[tuple[list[Any], list[Any]]]:
+    """A partner write's answer, ``{"data": {"succeed": [...], "failed": [...]}, ...}``,
+    as (succeeded, failed) records."""
+    body = _as_body(payload, context)
+    outer = _members_of(body.whole(), "$", context)
+    data = outer.get("data")
+    if data is None:
+        raise DecodeError([FieldError("$.data", "required field is missing")], context=context)
+    yield
+    found = yield from _sections_steps(
+        bytes(data), {"succeed": ok_cls, "failed": failed_cls}, context, "$.data"
+    )
+    return found["succeed"], found["failed"]
+
+
+def partial_body_steps(
+    succeeded: Iterable[Any],
+    ok_cls: type,
+    failed: Iterable[Any],
+    failed_cls: type,
+    *,
+    message: str,
+    reference: str,
+) -> Steps[list[bytes]]:
+    """A partner write's answer as the server sends it, in parts (the sandbox's)."""
+    parts = [b'{"data":{"succeed":']
+    parts += yield from _encode_steps(succeeded, ok_cls, None, chunked=True)
+    parts.append(b',"failed":')
+    parts += yield from _encode_steps(failed, failed_cls, None, chunked=True)
+    tail = f'}},"message":{_json_string(message)},"reference":{_json_string(reference)}}}'
+    parts.append(tail.encode())
+    return parts
+
+
+def new_partner_orders_body_steps(orders: Iterable[NewPartnerOrder]) -> Steps[list[bytes]]:
+    """The partner Create Order body, ``{"orders": [...]}``, in parts."""
+    return _encode_steps(orders, NewPartnerOrder, "orders", chunked=True)
+
+
+def new_products_body_steps(products: Iterable[NewProduct]) -> Steps[list[bytes]]:
+    """The Create Product body, ``{"products": [...]}``, in parts."""
+    return _encode_steps(products, NewProduct, "products", chunked=True)
+
+
+def status_changes_body_steps(changes: Iterable[Any]) -> Steps[list[bytes]]:
+    """The partner Update Order body: the changes grouped under ``accepted``,
+    ``packed``, ``completed`` and ``cancelled`` (empty groups left out)."""
+    changes = list(changes)
+    parts: list[bytes] = []
+    for cls, key in STATUS_CHANGE_KEYS.items():
+        group = [change for change in changes if change.__class__ is cls]
+        if group:
+            parts.append(f'{"," if parts else "{"}"{key}":'.encode())
+            parts += yield from _encode_steps(group, cls, None, chunked=True)
+    parts.append(b"}" if parts else b"{}")
+    return parts
+
+
+def stock_update_body(update: StockUpdate) -> bytes:
+    """The Update Stocks body: one JSON object."""
+    return _ENCODE[StockUpdate](update).encode()
+
+
+# What the sandbox reads of the partner writes.
+def new_partner_orders_steps(payload: Buffer, context: str) -> Steps[list[NewPartnerOrder]]:
+    return _decode_steps(payload, _NEW_PARTNER_ORDERS, context)
+
+
+def new_products_steps(payload: Buffer, context: str) -> Steps[list[NewProduct]]:
+    return _decode_steps(payload, _NEW_PRODUCTS, context)
+
+
+def status_changes_steps(payload: Buffer, context: str) -> Steps[dict[str, list[Any]]]:
+    body = _as_body(payload, context)
+    wanted = {key: cls for cls, key in STATUS_CHANGE_KEYS.items()}
+    return _sections_steps(body.whole(), wanted, context, "$")
+
+
+_STOCK_UPDATE = _model_kind(StockUpdate, ())
+
+
+def decode_stock_update(payload: bytes, *, context: str = "") -> StockUpdate:
+    """One Update Stocks body (a JSON object) as a :class:`StockUpdate`."""
+    results: list[Any] = []
+    errors: list[FieldError] = []
+    _decode_one(msgspec.Raw(payload), _STOCK_UPDATE, "$", results, errors, _STOCK_UPDATE.convert)
+    if errors or not results:
+        raise DecodeError(errors or [FieldError("$", "expected an object")], context=context)
+    update: StockUpdate = results[0]
+    return update
 
 
 # ---------------------------------------------------------------------------------------
@@ -1387,6 +1633,12 @@ def _items_text(value: object, name: str, item_cls: type, encode: Callable[[Any]
     return "[" + ",".join([encode(x) for x in value]) + "]"
 
 
+def _one_text(value: object, name: str, item_cls: type, encode: Callable[[Any], str]) -> str:
+    if not isinstance(value, item_cls):
+        raise EncodeError(f"field {name}: expected {item_cls.__name__}, got {type(value).__name__}")
+    return encode(value)
+
+
 def _bool_text(value: object, name: str) -> str:
     if value is True or value is False:
         return "true" if value else "false"
@@ -1409,13 +1661,32 @@ def _generate_encoder(cls: type) -> Callable[[Any], str]:
         key = json.dumps(f.wire)
         sep = "" if i == 0 else ","
         var = f"v{i}"
-        if kind == _TS:
-            if i == 0:  # pragma: no cover - no model starts with a timestamp
+        # Unset optional values are left out; a field with a second spelling is sent
+        # under both names.
+        keys = [key] if f.also is None else [key, json.dumps(f.also)]
+        optional = {_TS: "timestamp", _ODEC: "decimal", _ONE: "one"}.get(kind)
+        if optional is not None:
+            if i == 0:  # pragma: no cover - no model starts with an optional field
                 raise AssertionError(cls)
-            pieces += [
-                repr(literal),
-                f"('' if {var} is None else {sep + key + ':'!r} + timestamp({var}, {name!r}))",
-            ]
+            text = f"{optional}({var}, {name!r})"
+            if kind == _ONE:
+                assert f.item is not None
+                items[f"cls_{name}"] = f.item
+                items[f"item_{name}"] = _generate_encoder(f.item)
+                text = f"one({var}, {name!r}, cls_{name}, item_{name})"
+            lines.append(f"    t{i} = '' if {var} is None else {text}")
+            joined = " + ".join(f"{',' + k + ':'!r} + t{i}" for k in keys)
+            pieces += [repr(literal), f"('' if {var} is None else {joined})"]
+            literal = ""
+            continue
+        if f.also is not None:
+            if kind != _STR:  # pragma: no cover - only strings and optional amounts have one
+                raise AssertionError(cls, name)
+            lines.append(
+                f"    t{i} = js({var}) if {var}.__class__ is str and {var}.isascii()"
+                f" else string({var}, {name!r})"
+            )
+            pieces += [repr(f"{literal}{sep}{key}:"), f"t{i}", repr(f",{keys[1]}:"), f"t{i}"]
             literal = ""
             continue
         literal += f"{sep}{key}:"
@@ -1452,6 +1723,7 @@ def _generate_encoder(cls: type) -> Callable[[Any], str]:
         "decimal": _decimal_text,
         "timestamp": _timestamp_text,
         "items": _items_text,
+        "one": _one_text,
         "boolean": _bool_text,
         "MIN": INT_MIN,
         "MAX": INT_MAX,
@@ -1578,17 +1850,16 @@ def encode_locations(locations: Iterable[Location]) -> bytes:
     return run_steps(locations_body_steps(locations))[0]
 
 
-def encode_record(
-    record: Order | NewOrder | LineItem | NewLineItem | Location | StatusUpdate,
-) -> str:
-    """One record as compact JSON text (a JSON Lines line, without the newline)."""
+def encode_record(record: object) -> str:
+    """One record of any model as compact JSON text (a JSON Lines line, without the
+    newline); an :class:`EncodeError` for anything else."""
     encode = _ENCODE.get(type(record))
     if encode is None:
         raise EncodeError(f"expected a model, got {type(record).__name__}")
     return encode(record)
 
 
-def to_json(record: Order | NewOrder | LineItem | NewLineItem | StatusUpdate | Location) -> str:
+def to_json(record: object) -> str:
     """One model as compact JSON text, by exactly the rules the encoders send with:
     amounts with their exact digits, timestamps RFC 3339 UTC with ``Z`` (unset ones left
     out), bounds and strictness included (an :class:`EncodeError` otherwise).
@@ -1599,9 +1870,7 @@ def to_json(record: Order | NewOrder | LineItem | NewLineItem | StatusUpdate | L
     return encode_record(record)
 
 
-def to_dict(
-    record: Order | NewOrder | LineItem | NewLineItem | StatusUpdate | Location,
-) -> dict[str, Any]:
+def to_dict(record: object) -> dict[str, Any]:
     """One model as a JSON-ready dict: :func:`to_json` read back, so the values are what
     would be sent. Amounts stay exact: a ``Decimal``, or an ``int`` when whole (as the JSON
     number is written); timestamps are RFC 3339 text.

@@ -23,16 +23,19 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "FieldError",
+    "InvalidTransitionError",
     "NotFoundError",
     "OutcomeUnknownError",
     "PagesShiftedError",
     "PagingError",
+    "PartialFailureError",
     "PermissionDeniedError",
     "ProxyError",
     "RateLimitError",
     "RedirectError",
     "ResponseTooLargeError",
     "ServerError",
+    "StockUpdateTimeoutError",
     "SyncError",
     "SyncLockedError",
     "TLSError",
@@ -201,12 +204,14 @@ class ResponseTooLargeError(TransportError):
 
 
 class OutcomeUnknownError(ConnexiError):
-    """A POST may or may not have been processed: the connection failed after sending.
+    """A write may or may not have been processed: the connection failed after sending.
 
     A POST is never re-sent on our own (the API has no idempotency key). From
     ``create_orders`` it carries ``orders`` (what was attempted) and ``sent_at`` /
     ``failed_at`` (UTC, around when the server may have created them), so
-    ``await client.reconcile(exc)`` can tell which exist and which to send again.
+    ``await client.reconcile(exc)`` can tell which exist and which to send again. From
+    the partner client's batched writes it also carries ``result`` (what the batches
+    before this one did) and ``unsent`` (the records of the batches after it).
     """
 
     def __init__(
@@ -218,12 +223,63 @@ class OutcomeUnknownError(ConnexiError):
         orders: Sequence[object] = (),
         sent_at: datetime | None = None,
         failed_at: datetime | None = None,
+        result: object = None,
+        unsent: Sequence[object] = (),
     ) -> None:
         self.method = method
         self.path = path
         self.orders: tuple[object, ...] = tuple(orders)
         self.sent_at = sent_at
         self.failed_at = failed_at
+        self.result = result
+        self.unsent: tuple[object, ...] = tuple(unsent)
+        super().__init__(message)
+
+
+class PartialFailureError(ConnexiError):
+    """Some records of a partner write were refused: raised by ``raise_for_failures()``
+    of a :class:`CreateResult`, :class:`StatusResult` or :class:`ProductResult`, which
+    it carries as ``result`` (what succeeded is in it too)."""
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+        failed = getattr(result, "failed", ())
+        shown = "; ".join(_describe_failure(f) for f in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"{len(failed)} refused by the server: {shown}{more}")
+
+
+def _describe_failure(failure: object) -> str:
+    key = next(
+        (getattr(failure, n) for n in ("order_id", "id", "partner_sku") if hasattr(failure, n)),
+        "?",
+    )
+    why = getattr(failure, "reason", None) or getattr(failure, "message", "")
+    return f"{key}: {why}"
+
+
+class InvalidTransitionError(EncodeError):
+    """A status change the documented lifecycle does not allow (pending → accepted →
+    packed → completed; cancelled from any but completed), refused before sending."""
+
+    def __init__(self, order_id: int, current: str, requested: str) -> None:
+        self.order_id = order_id
+        self.current = current
+        self.requested = requested
+        super().__init__(
+            f"order {order_id} is {current}: it cannot become {requested} (the API allows "
+            "pending → accepted → packed → completed, and cancelled before completed)"
+        )
+
+
+class StockUpdateTimeoutError(ConnexiError, TimeoutError):
+    """A stock update job did not finish in time. ``transaction_code`` names it (wait
+    again, or look it up in the inventory history); ``last_seen`` is its latest record,
+    or ``None`` if it was not listed yet."""
+
+    def __init__(self, message: str, *, transaction_code: str, last_seen: object = None) -> None:
+        self.transaction_code = transaction_code
+        self.last_seen = last_seen
         super().__init__(message)
 
 

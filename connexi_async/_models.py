@@ -14,23 +14,43 @@ import enum
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, ClassVar
 
 import attrs
 
 __all__ = [
+    "Accept",
+    "Cancel",
+    "ChannelStock",
+    "Complete",
+    "CreateFailure",
+    "CreateResult",
+    "CreatedProduct",
     "DeliveryLine",
     "DeliveryOrder",
     "LineItem",
     "Location",
     "NewLineItem",
     "NewOrder",
+    "NewPartnerLineItem",
+    "NewPartnerOrder",
+    "NewProduct",
     "Order",
     "OrderStatus",
+    "Pack",
     "PartnerLineItem",
     "PartnerOrder",
+    "PartnerVariant",
+    "ProductFailure",
+    "ProductResult",
     "ProductStock",
     "Reconciliation",
+    "StatusChange",
+    "StatusFailure",
+    "StatusResult",
+    "StatusSuccess",
     "StatusUpdate",
+    "StockUpdate",
     "StockUpdateItem",
     "StockUpdateRecord",
 ]
@@ -442,3 +462,313 @@ class StockUpdateRecord:
     updated_at: datetime | None = None
     finished_at: datetime | None = None
     items: tuple[StockUpdateItem, ...] = _wire("update_stock_history_item", ())  # type: ignore[assignment]
+
+
+# -- the partner API, writes -------------------------------------------------------------
+# What is sent has defaults everywhere, so a missing field is named by the client's check
+# before sending (an EncodeError listing each one), not by a TypeError from attrs.
+
+
+@attrs.frozen(kw_only=True)
+class NewPartnerLineItem:
+    """A line of a partner order to create. ``sku``, ``name``, ``quantity`` (1 or more)
+    and ``raw_price`` (the unit price before discount) are required."""
+
+    order_item_id: str = ""
+    sku: str = ""
+    name: str = ""
+    quantity: int = 0
+    raw_price: Decimal | None = None
+    discount: Decimal = _ZERO
+
+
+@attrs.frozen(kw_only=True)
+class NewPartnerOrder:
+    """A partner order to create with ``PartnerClient.create_orders``.
+
+    Required (checked before sending): ``order_id`` (your own id: the natural key the
+    server refuses twice), ``order_date`` (aware), ``customer_reference``, the
+    ``delivery_*`` address fields, ``delivery_method``, ``payment_method`` and at least
+    one line item. ``status`` empty means pending.
+
+    >>> NewPartnerOrder(order_id="ORD-123", order_date=datetime(2026, 10, 1, tzinfo=UTC),
+    ...     line_items=(NewPartnerLineItem(sku="TOP0001", name="Kaos", quantity=2,
+    ...                                    raw_price=Decimal("45000")),)).order_id
+    'ORD-123'
+    """
+
+    order_id: str = ""
+    order_date: datetime | None = None
+    customer_reference: str = ""
+    shipment_reference: str = ""
+    status: str = ""
+    delivery_name: str = ""
+    delivery_mobile: str = ""
+    delivery_email: str = ""
+    delivery_street_address: str = ""
+    delivery_city: str = ""
+    delivery_region: str = ""
+    delivery_suburb: str = ""
+    delivery_country: str = ""
+    delivery_post_code: str = ""
+    delivery_method: str = ""
+    payment_method: str = ""
+    airwaybill_number: str = ""
+    discount_total: Decimal = _ZERO
+    shipping_total: Decimal = _ZERO
+    line_items: tuple[NewPartnerLineItem, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class CreateFailure:
+    """An order the server refused, with its reason (``already_exists`` when the
+    ``order_id`` was taken)."""
+
+    order_id: str = ""
+    reason: str = ""
+
+    @property
+    def already_exists(self) -> bool:
+        return "already exist" in self.reason.lower()
+
+
+class _Partial:
+    """What partial-success results share."""
+
+    __slots__ = ()
+    failed: tuple[Any, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failed
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`PartialFailureError` (carrying this result) if anything failed."""
+        if self.failed:
+            from ._errors import PartialFailureError
+
+            raise PartialFailureError(self)
+
+
+@attrs.frozen(kw_only=True)
+class CreateResult(_Partial):
+    """What ``PartnerClient.create_orders`` did: ``created`` (the server's records) and
+    ``failed`` (refused, with reasons). A partial failure is a result, not an exception:
+
+    >>> result = await client.create_orders(orders)
+    >>> for failure in result.failed:
+    ...     print(failure.order_id, failure.reason)
+    >>> result.raise_for_failures()  # if you prefer an exception
+    """
+
+    created: tuple[PartnerOrder, ...] = ()
+    failed: tuple[CreateFailure, ...] = ()
+
+
+class _Change:
+    """A status change of the partner API; ``status`` is the one it asks for."""
+
+    __slots__ = ()
+    status: ClassVar[str]
+    # The statuses it may be applied to (the documented lifecycle; a change to the
+    # status an order already has is a no-op the server accepts).
+    after: ClassVar[frozenset[str]]
+    id: int
+    updated_at: datetime | None
+
+    @classmethod
+    def _checked(cls, order: PartnerOrder) -> PartnerOrder:
+        from ._errors import InvalidTransitionError
+
+        current = (order.status or "pending").lower()
+        if current not in cls.after and current != cls.status:
+            raise InvalidTransitionError(order.id, current, cls.status)
+        return order
+
+
+@attrs.frozen
+class Accept(_Change):
+    """Accept order ``id``; ``updated_at`` is the order's as last read (optimistic
+    concurrency). ``Accept.of(order)`` takes both from an order.
+
+    >>> Accept.of(order)
+    """
+
+    status: ClassVar[str] = "accepted"
+    after: ClassVar[frozenset[str]] = frozenset({"pending"})
+    id: int
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, order: PartnerOrder) -> Accept:
+        order = cls._checked(order)
+        return cls(order.id, order.updated_at)
+
+
+@attrs.frozen
+class Pack(_Change):
+    """Mark order ``id`` packed (sent) with its ``airwaybill_number``."""
+
+    status: ClassVar[str] = "packed"
+    after: ClassVar[frozenset[str]] = frozenset({"accepted"})
+    id: int
+    airwaybill_number: str = ""
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, order: PartnerOrder, airwaybill_number: str) -> Pack:
+        order = cls._checked(order)
+        return cls(order.id, airwaybill_number, order.updated_at)
+
+
+@attrs.frozen
+class Complete(_Change):
+    """Mark order ``id`` completed (received), optionally by whom."""
+
+    status: ClassVar[str] = "completed"
+    after: ClassVar[frozenset[str]] = frozenset({"packed"})
+    id: int
+    received_by: str = ""
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, order: PartnerOrder, received_by: str = "") -> Complete:
+        order = cls._checked(order)
+        return cls(order.id, received_by, order.updated_at)
+
+
+@attrs.frozen
+class Cancel(_Change):
+    """Cancel order ``id``, optionally with a reason."""
+
+    status: ClassVar[str] = "cancelled"
+    after: ClassVar[frozenset[str]] = frozenset({"pending", "accepted", "packed"})
+    id: int
+    cancel_reason: str = ""
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, order: PartnerOrder, cancel_reason: str = "") -> Cancel:
+        order = cls._checked(order)
+        return cls(order.id, cancel_reason, order.updated_at)
+
+
+StatusChange = Accept | Pack | Complete | Cancel
+
+
+@attrs.frozen(kw_only=True)
+class StatusSuccess:
+    """An order whose status was changed: its new ``status`` and ``updated_at``."""
+
+    id: int
+    status: str = ""
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StatusFailure:
+    """An order whose change was refused: its *current* ``status`` and ``updated_at``
+    (re-read it, decide, and send a change with this ``updated_at``), and why."""
+
+    id: int
+    status: str = ""
+    message: str = ""
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StatusResult(_Partial):
+    """What ``PartnerClient.change_statuses`` did, per order."""
+
+    succeeded: tuple[StatusSuccess, ...] = ()
+    failed: tuple[StatusFailure, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class PartnerVariant:
+    """The variant of a new product: its SKU and name (both required)."""
+
+    variant_sku: str = ""
+    variant_name: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class NewProduct:
+    """A product to create with ``PartnerClient.create_products``; every field is
+    required (amounts and sizes are non-negative ``Decimal``\\s).
+
+    The documentation spells two fields two ways (``description``/``decription``,
+    ``length``/``lenght``): both spellings are sent, so either reading of it works.
+    """
+
+    sku: str = ""
+    partner_sku: str = ""
+    partner_variant: PartnerVariant | None = None
+    name: str = ""
+    description: str = attrs.field(default="", metadata={"also": "decription"})
+    currency: str = ""
+    price: Decimal | None = None
+    weight: Decimal | None = None
+    height: Decimal | None = None
+    length: Decimal | None = attrs.field(default=None, metadata={"also": "lenght"})
+    width: Decimal | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CreatedProduct:
+    """A product the server created."""
+
+    id: int
+    sku: str = ""
+    partner_sku: str = ""
+    partner_variant_sku: str = ""
+    name: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ProductFailure:
+    """A product the server refused (named by its ``partner_sku``), with its reason."""
+
+    partner_sku: str = ""
+    reason: str = ""
+
+    @property
+    def already_exists(self) -> bool:
+        return "already exist" in self.reason.lower()
+
+
+@attrs.frozen(kw_only=True)
+class ProductResult(_Partial):
+    """What ``PartnerClient.create_products`` did."""
+
+    created: tuple[CreatedProduct, ...] = ()
+    failed: tuple[ProductFailure, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ChannelStock:
+    """The stock to show on one marketplace channel (``code`` as Connexi names it)."""
+
+    code: str = ""
+    qty: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class StockUpdate:
+    """A stock update for one SKU in one warehouse (``"default"`` without multi-warehouse).
+
+    Counts are non-negative whole numbers and ``buffer_stock <= available_stock``
+    (checked before sending).
+
+    >>> StockUpdate(sku="TOP0001-S", available_stock=100,
+    ...             channel_stock=(ChannelStock(code="bklp", qty=30),)).warehouse
+    'default'
+    """
+
+    sku: str = ""
+    sync_stock: bool = False
+    warehouse: str = "default"
+    available_stock: int = 0
+    buffer_stock: int = 0
+    channel_stock: tuple[ChannelStock, ...] = ()

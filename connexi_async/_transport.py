@@ -88,6 +88,12 @@ class Response:
     attempts: int
 
 
+UNKNOWN_ORDERS_HINT = (
+    "the orders may or may not have been created. Fetch the period with client.orders(...) "
+    "and look for your remote_order_id values before sending them again."
+)
+
+
 def check_seconds(name: str, value: object, *, allow_inf: bool = False) -> float:
     """A positive number of seconds; ``inf`` only where it means "no limit"."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -452,6 +458,9 @@ class Transport:
         self._random = random
         self._wall_clock = wall_clock
         self.wall_clock = wall_clock
+        # The injected clocks, for the callers that wait on the server (polling).
+        self.clock = clock
+        self.sleep = sleep
         self._paused_until = 0.0  # a 429 pauses every request of this transport
         self._next_slot = 0.0  # the client-side rate limit's next free start time
         self._aiohttp_timeout = aiohttp.ClientTimeout(
@@ -581,12 +590,16 @@ class Transport:
         *,
         params: Mapping[str, str] | None = None,
         body: Payload | None = None,
+        unknown_hint: str = UNKNOWN_ORDERS_HINT,
     ) -> Response:
-        """Send with retries; return a 2xx response or raise a :class:`ConnexiError`."""
+        """Send with retries; return a 2xx response or raise a :class:`ConnexiError`.
+
+        ``unknown_hint``: what an :class:`OutcomeUnknownError` from a POST tells the
+        caller to do (look the records up before sending them again)."""
         deadline = asyncio.timeout(_limit(self.timeouts.total))
         try:
             async with deadline:
-                return await self._request(method, path, params, body)
+                return await self._request(method, path, params, body, unknown_hint)
         except TimeoutError:
             if not deadline.expired():
                 raise  # pragma: no cover - aiohttp's own timeouts are caught inside
@@ -594,7 +607,7 @@ class Transport:
         # request headers) stays reachable through __context__.
         if method == "POST":
             raise _outcome_unknown(
-                path, f"did not finish within the {self.timeouts.total:g} s deadline"
+                path, f"did not finish within the {self.timeouts.total:g} s deadline", unknown_hint
             )
         raise TransportError(
             f"{method} {path} did not finish within the {self.timeouts.total:g} s deadline "
@@ -609,6 +622,7 @@ class Transport:
         path: str,
         params: Mapping[str, str] | None,
         body: Payload | None,
+        unknown_hint: str,
     ) -> Response:
         url = self.url(path, params)
         # Secrets stay _Secrets (a str whose repr is '***') all the way to aiohttp, so no
@@ -640,7 +654,9 @@ class Transport:
                 )
                 if not can_retry and method == "POST" and failure.sent:
                     raise _outcome_unknown(
-                        path, f"failed after the request may have reached the server ({failure})"
+                        path,
+                        f"failed after the request may have reached the server ({failure})",
+                        unknown_hint,
                     ) from failure.__cause__
                 if not can_retry or attempt >= self.retry.max_attempts:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
@@ -661,7 +677,9 @@ class Transport:
             if not may_retry_status(method, status):
                 if method == "POST" and isinstance(error, ServerError):
                     raise _outcome_unknown(
-                        path, f"got HTTP {status} after the request reached the server"
+                        path,
+                        f"got HTTP {status} after the request reached the server",
+                        unknown_hint,
                     ) from error
                 raise error
             wait = backoff_delay(attempt, self.retry, self._random)
@@ -797,14 +815,8 @@ def _limit(seconds: float) -> float | None:
     return None if math.isinf(seconds) else seconds
 
 
-def _outcome_unknown(path: str, what: str) -> OutcomeUnknownError:
-    return OutcomeUnknownError(
-        f"POST {path} {what}; the orders may or may not have been created. Fetch the period "
-        "with client.orders(...) and look for your remote_order_id values before sending "
-        "them again.",
-        method="POST",
-        path=path,
-    )
+def _outcome_unknown(path: str, what: str, hint: str) -> OutcomeUnknownError:
+    return OutcomeUnknownError(f"POST {path} {what}; {hint}", method="POST", path=path)
 
 
 def _rate_limited(error: APIError, retry_after: float | None, hint: str) -> RateLimitError:

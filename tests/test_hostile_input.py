@@ -415,6 +415,21 @@ def every_error() -> list[connexi_async.ConnexiError]:
         connexi_async.OutcomeUnknownError(
             "maybe", method="POST", path="/v1/order", orders=[connexi_async.NewOrder()], sent_at=NOW
         ),
+        connexi_async.OutcomeUnknownError(
+            "maybe",
+            method="POST",
+            path="/v1/partner/order",
+            orders=[connexi_async.NewPartnerOrder(order_id="A")],
+            result=connexi_async.CreateResult(),
+            unsent=[connexi_async.NewPartnerOrder(order_id="B")],
+        ),
+        connexi_async.PartialFailureError(
+            connexi_async.CreateResult(
+                failed=(connexi_async.CreateFailure(order_id="A", reason="r"),)
+            )
+        ),
+        connexi_async.InvalidTransitionError(7, "completed", "accepted"),
+        connexi_async.StockUpdateTimeoutError("slow", transaction_code="t-1"),
         connexi_async.WindowError(NOW, NOW + timedelta(days=1), "boom"),
         connexi_async.WindowTooDenseError(NOW, NOW + timedelta(seconds=1), 100),
     ]

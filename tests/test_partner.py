@@ -125,7 +125,10 @@ def test_credentials_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
     assert DOC_SECRET not in repr(client) + repr(client._transport) + repr(vars(client._transport))
     monkeypatch.setenv("CONNEXI_PARTNER_ID", "B98KL87")
     monkeypatch.setenv("CONNEXI_PARTNER_SECRET", DOC_SECRET)
-    monkeypatch.setenv("CONNEXI_BASE_URL", "https://partner.example.test")
+    # The v1 client's base URL variable is not the partner's: one shell may hold both.
+    monkeypatch.setenv("CONNEXI_BASE_URL", "https://api2.connexi.id")
+    assert str(PartnerClient.from_env().base_url) == "https://api.connexi.id"
+    monkeypatch.setenv("CONNEXI_PARTNER_BASE_URL", "https://partner.example.test")
     from_env = PartnerClient.from_env(max_attempts=2)
     assert str(from_env.base_url) == "https://partner.example.test"
     monkeypatch.delenv("CONNEXI_PARTNER_SECRET")

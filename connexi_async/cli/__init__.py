@@ -1,8 +1,9 @@
 """The ``connexi-async`` command: orders, stocks, status updates and creation from a shell.
 
 Data goes to stdout (or ``-o FILE``), everything else to stderr. Exit codes: 0 success,
-2 usage, 3 authentication, 4 API error, 5 network, 6 another worker holds the sync's
-lock, 130 interrupted.
+2 usage, 3 authentication, 4 API error, 5 network (or a write whose outcome is unknown),
+6 another worker holds the sync's lock (``sync``) or the server refused some records
+(``partner`` writes; the rest were done), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .._errors import (
     AuthenticationError,
     ConfigurationError,
     ConnexiError,
+    EncodeError,
     OutcomeUnknownError,
     PermissionDeniedError,
     TLSError,
@@ -46,6 +48,7 @@ from ._common import (
     parse_duration,
     parse_time,
 )
+from ._partner import add_partner_commands
 from ._read import cmd_orders, cmd_stocks
 from ._sandbox import cmd_demo, cmd_sandbox
 from ._sync import SyncOutput, _jsonl, checkpoint_store, cmd_sync
@@ -225,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=8)
     _connection_options(demo)
     demo.set_defaults(handler=cmd_demo)
+
+    add_partner_commands(commands)
     return parser
 
 
@@ -236,8 +241,8 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_AUTH
     if isinstance(cause, TransportError | OutcomeUnknownError):
         return EXIT_NETWORK
-    if isinstance(cause, ConfigurationError):
-        return EXIT_USAGE
+    if isinstance(cause, ConfigurationError | EncodeError):
+        return EXIT_USAGE  # refused before sending: what was typed cannot be sent
     if isinstance(cause, SyncLockedError):
         return EXIT_LOCKED
     return EXIT_API

@@ -24,12 +24,14 @@ from .._errors import (
     format_instant,
 )
 from .._models import Location, Order
+from .._partner import PartnerClient
 from .._stream import RecordStream
 from ..sandbox import Sandbox
 from ..sandbox._app import DEFAULT_CACHE_BYTES
 
 EXIT_OK, EXIT_USAGE, EXIT_AUTH, EXIT_API, EXIT_NETWORK, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
-EXIT_LOCKED = 6
+EXIT_LOCKED = 6  # sync: another worker holds the lock
+EXIT_PARTIAL = 6  # partner writes: the server refused some records (the rest were done)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a tool killed by the signal reports
 
 SANDBOX_START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -129,21 +131,52 @@ def location_rows(root: Location) -> Iterator[list[str]]:
         stack.extend((child, depth + 1, names) for child in reversed(node.children))
 
 
-class RecordWriter:
-    """Writes whole records only: each line is written and flushed in one piece."""
+def model_csv_header(cls: type) -> list[str]:
+    """A flat row of any model: its plain fields, and a count of each nested list."""
+    return [f"{a.name}_count" if a.name in _nested(cls) else a.name for a in attrs.fields(cls)]
 
-    def __init__(self, out: TextIO, fmt: str, kind: str) -> None:
+
+def model_csv_row(record: Any) -> list[str]:
+    nested = _nested(type(record))
+    return [
+        str(len(getattr(record, a.name)))
+        if a.name in nested
+        else _csv_value(getattr(record, a.name))
+        for a in attrs.fields(type(record))
+    ]
+
+
+def _nested(cls: type) -> frozenset[str]:
+    hints = attrs.resolve_types(cls)
+    return frozenset(
+        a.name for a in attrs.fields(hints) if getattr(a.type, "__origin__", None) is tuple
+    )
+
+
+class RecordWriter:
+    """Writes whole records only: each line is written and flushed in one piece.
+
+    ``kind``: "orders" (v1, with line item totals), "locations" (a row per node), or a
+    model class (a row per record, see :func:`model_csv_row`)."""
+
+    def __init__(self, out: TextIO, fmt: str, kind: str | type) -> None:
         self.out = out
         self.fmt = fmt
         self.kind = kind
         self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
         self.written = 0  # lines or rows, what the summary counts
         if self._csv is not None:
-            self._csv.writerow(ORDER_CSV_HEADER if kind == "orders" else LOCATION_CSV_HEADER)
+            if isinstance(kind, type):
+                self._csv.writerow(model_csv_header(kind))
+            else:
+                self._csv.writerow(ORDER_CSV_HEADER if kind == "orders" else LOCATION_CSV_HEADER)
 
-    def write(self, record: Order | Location) -> None:
+    def write(self, record: Any) -> None:
         if self._csv is None:
             self.out.write(encode_record(record) + "\n")
+            self.written += 1
+        elif isinstance(self.kind, type):
+            self._csv.writerow(model_csv_row(record))
             self.written += 1
         elif isinstance(record, Order):
             self._csv.writerow(order_csv_row(record))
@@ -221,6 +254,26 @@ class Progress:
 
 @contextlib.asynccontextmanager
 async def connect(args: argparse.Namespace) -> AsyncIterator[ConnexiClient]:
+    """The v1 client the command asked for: the sandbox's, or from flags and the
+    environment (CONNEXI_API_KEY, CONNEXI_API_SECRET, CONNEXI_BASE_URL)."""
+    async with _connected(args, partner=False) as client:
+        assert isinstance(client, ConnexiClient)
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def connect_partner(args: argparse.Namespace) -> AsyncIterator[PartnerClient]:
+    """The partner client: the sandbox's, or from the environment (CONNEXI_PARTNER_ID,
+    CONNEXI_PARTNER_SECRET, CONNEXI_PARTNER_BASE_URL)."""
+    async with _connected(args, partner=True) as client:
+        assert isinstance(client, PartnerClient)
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def _connected(
+    args: argparse.Namespace, *, partner: bool
+) -> AsyncIterator[ConnexiClient | PartnerClient]:
     options: dict[str, Any] = {
         "connect_timeout": args.connect_timeout,
         "read_timeout": args.read_timeout,
@@ -255,8 +308,34 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[ConnexiClient]:
                     f"{time.monotonic() - started:.1f} s",
                     file=sys.stderr,
                 )
-            async with ConnexiClient(**sandbox.credentials, **options) as client:
-                yield client
+            if partner:
+                async with PartnerClient(**sandbox.partner_credentials, **options) as client:
+                    yield client
+            else:
+                async with ConnexiClient(**sandbox.credentials, **options) as client:
+                    yield client
+        return
+    # Like curl and pip, the command honours HTTPS_PROXY/NO_PROXY unless told not to.
+    options["trust_env"] = not args.no_proxy_env
+    if args.ca_file:
+        options["ssl"] = args.ca_file
+    if args.proxy:
+        options["proxy"] = args.proxy
+    if partner:
+        partner_id = os.environ.get("CONNEXI_PARTNER_ID")
+        partner_secret = os.environ.get("CONNEXI_PARTNER_SECRET")
+        base_url = args.base_url or os.environ.get("CONNEXI_PARTNER_BASE_URL")
+        if not partner_id or not partner_secret:
+            missing = "CONNEXI_PARTNER_ID" if not partner_id else "CONNEXI_PARTNER_SECRET"
+            raise UsageError(
+                f"{missing} is not set: export it (or pass --sandbox to try the sandbox)"
+            )
+        if base_url:
+            options["base_url"] = base_url
+        async with PartnerClient(
+            partner_id=partner_id, partner_secret=partner_secret, **options
+        ) as partner_client:
+            yield partner_client
         return
     api_key = args.api_key or os.environ.get("CONNEXI_API_KEY")
     api_secret = args.api_secret or os.environ.get("CONNEXI_API_SECRET")
@@ -266,12 +345,6 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[ConnexiClient]:
         raise UsageError(f"{missing} is not set: export it (or pass --sandbox to try the sandbox)")
     if base_url:
         options["base_url"] = base_url
-    # Like curl and pip, the command honours HTTPS_PROXY/NO_PROXY unless told not to.
-    options["trust_env"] = not args.no_proxy_env
-    if args.ca_file:
-        options["ssl"] = args.ca_file
-    if args.proxy:
-        options["proxy"] = args.proxy
     async with ConnexiClient(api_key=api_key, api_secret=api_secret, **options) as client:
         yield client
 
@@ -293,7 +366,7 @@ def _resume_hint(stream: RecordStream[Any], since: datetime) -> str:
     return f"The output is complete up to {format_instant(done)}: resume with --since {format_instant(done)}."
 
 
-def _connection_options(parser: argparse.ArgumentParser) -> None:
+def _connection_options(parser: argparse.ArgumentParser, *, partner: bool = False) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--sandbox",
@@ -302,14 +375,22 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--sandbox-orders", type=int, default=SANDBOX_ORDERS, help=argparse.SUPPRESS)
     group.add_argument("--sandbox-seed", type=int, default=7, help=argparse.SUPPRESS)
-    group.add_argument(
-        "--base-url", help="API base URL (default: $CONNEXI_BASE_URL or https://api2.connexi.id)"
-    )
-    group.add_argument("--api-key", help="default: $CONNEXI_API_KEY")
-    group.add_argument(
-        "--api-secret",
-        help="default: $CONNEXI_API_SECRET (prefer the variable: arguments show in ps)",
-    )
+    if partner:
+        group.add_argument(
+            "--base-url",
+            help="API base URL (default: $CONNEXI_PARTNER_BASE_URL or https://api.connexi.id); "
+            "credentials: $CONNEXI_PARTNER_ID and $CONNEXI_PARTNER_SECRET",
+        )
+    else:
+        group.add_argument(
+            "--base-url",
+            help="API base URL (default: $CONNEXI_BASE_URL or https://api2.connexi.id)",
+        )
+        group.add_argument("--api-key", help="default: $CONNEXI_API_KEY")
+        group.add_argument(
+            "--api-secret",
+            help="default: $CONNEXI_API_SECRET (prefer the variable: arguments show in ps)",
+        )
     group.add_argument(
         "--allow-insecure-http",
         action="store_true",

@@ -46,11 +46,17 @@ async def cmd_stocks(args: argparse.Namespace) -> int:
 
 
 async def _drain(
-    stream: RecordStream[Any], args: argparse.Namespace, noun: str, since: datetime | None
+    stream: RecordStream[Any],
+    args: argparse.Namespace,
+    noun: str,
+    since: datetime | None,
+    kind: type | None = None,
 ) -> int:
+    """Write a stream to the output with progress; on an interruption or a failed
+    window, say where a rerun resumes. ``kind``: the model, for a CSV of any model."""
     progress = Progress(stream, noun, sys.stderr)
     with open_output(args.output) as out:
-        writer = RecordWriter(out, args.format, noun)
+        writer = RecordWriter(out, args.format, kind or noun)
         try:
             async with stream:
                 with progress:

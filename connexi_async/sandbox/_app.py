@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hmac
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,10 +24,10 @@ from .._convert import (
 from .._cooperative import run_sliced
 from .._errors import DecodeError
 from .._models import Order, OrderStatus
-from . import _partner
-from ._data import Dataset
+from . import _partner, _partner_writes
+from ._data import SANDBOX_USER_ID, STAMPS, Dataset
 from ._faults import FaultKind, Faults, Recorder
-from ._partner import PartnerState, partner_authorised
+from ._partner import PartnerState, error_response, partner_authorised
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,14 +41,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     OrderStatus.COMPLETED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
 }
-# The lifecycle stamp a status sets: (timestamp field, user field or None).
-STAMPS: dict[str, tuple[str, str | None]] = {
-    OrderStatus.ACCEPTED: ("accepted_at", "accepted_by"),
-    OrderStatus.PACKED: ("packed_at", "packed_by"),
-    OrderStatus.SHIPPED: ("shipment_tracked_at", None),
-    OrderStatus.CANCELLED: ("cancelled_at", "cancelled_by"),
-}
-SANDBOX_USER_ID = 900  # the user id the sandbox stamps into *_by fields
 
 STATE_KEY: web.AppKey[SandboxState] = web.AppKey("connexi_sandbox_state")
 # (start µs, end µs, cap, dataset version): a window's body as the data stands.
@@ -131,12 +122,6 @@ class SandboxState:
     def invalidate(self) -> None:
         self._cache.clear()
         self._cached_bytes = 0
-
-
-def error_response(status: int, message: str, **extra: Any) -> web.Response:
-    """A JSON error body like a Go API sends: a message and a reference to quote."""
-    body = {"message": message, "reference": str(uuid.uuid4()), **extra}
-    return web.json_response(body, status=status)
 
 
 def _period(request: web.Request, *, required: bool) -> tuple[datetime, datetime] | None:
@@ -402,7 +387,7 @@ def _partner_handler(route: Any) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE_KEY]
         response: web.StreamResponse = await route(
-            request, state.dataset, state.partner, _send_parts
+            request, state.dataset, state.partner, _send_parts, state.now
         )
         return response
 
@@ -423,4 +408,12 @@ def build_app(state: SandboxState) -> web.Application:
         ("/v1/partner/inventory/history", _partner.get_history),
     ):
         app.router.add_get(path, _partner_handler(route), allow_head=False)
+    app.router.add_post("/v1/partner/order", _partner_handler(_partner_writes.create_orders))
+    app.router.add_patch(
+        "/v1/partner/order/status", _partner_handler(_partner_writes.change_statuses)
+    )
+    app.router.add_post("/v1/partner/product", _partner_handler(_partner_writes.create_products))
+    app.router.add_post(
+        "/v1/partner/inventory/updatestocks", _partner_handler(_partner_writes.update_stocks)
+    )
     return app

@@ -137,6 +137,16 @@ FIRST_REMOTE_ID = 3_000_000_000
 ORDER_DATE_LAG_MINUTES = 30
 
 
+# The lifecycle stamp a status sets: (timestamp field, user field or None).
+STAMPS: dict[str, tuple[str, str | None]] = {
+    OrderStatus.ACCEPTED: ("accepted_at", "accepted_by"),
+    OrderStatus.PACKED: ("packed_at", "packed_by"),
+    OrderStatus.SHIPPED: ("shipment_tracked_at", None),
+    OrderStatus.CANCELLED: ("cancelled_at", "cancelled_by"),
+}
+SANDBOX_USER_ID = 900  # the user id the sandbox stamps into *_by fields
+
+
 def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // _US
 
@@ -192,6 +202,7 @@ class Dataset:
         self.changed: dict[int, Order] = {}  # id -> order after a PATCH
         self.created: list[Order] = []  # POSTed orders, in creation order
         self.created_keys: set[tuple[str, str]] = set()
+        self.created_remote_ids: set[str] = set()  # the partner API's order_id key
         self.removed: set[int] = set()  # ids taken out (a test's "deleted" orders)
         self.version = 0  # bumped on every write; keys the response cache
 
@@ -279,6 +290,15 @@ class Dataset:
                 return order is not None and order.marketplace_code == marketplace_code
         return False
 
+    def order_id_taken(self, order_id: str) -> bool:
+        """Whether a partner ``order_id`` (a remote order id on any marketplace) exists."""
+        if order_id in self.created_remote_ids:
+            return True
+        if order_id.isascii() and order_id.isdigit() and len(order_id) < 19:
+            index = int(order_id) - FIRST_REMOTE_ID
+            return 0 <= index < self.base_count and self.get(index + 1) is not None
+        return False
+
     def create(self, new: NewOrder, now: datetime) -> Order:
         order_id = self.base_count + len(self.created) + 1
         fields = attrs.asdict(new, recurse=False)
@@ -291,6 +311,7 @@ class Dataset:
         order = Order(id=order_id, created_at=now, updated_at=now, **fields)
         self.created.append(order)
         self.created_keys.add((new.remote_order_id, new.marketplace_code))
+        self.created_remote_ids.add(new.remote_order_id)
         self.version += 1
         return order
 

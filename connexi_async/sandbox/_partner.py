@@ -29,6 +29,7 @@ from .._models import (
     PartnerLineItem,
     PartnerOrder,
     ProductStock,
+    StockUpdate,
     StockUpdateItem,
     StockUpdateRecord,
 )
@@ -50,13 +51,20 @@ _WITH_DELIVERY = frozenset({"accepted", "packed", "completed"})
 PageHook = Callable[[str, Mapping[str, str]], Awaitable[None] | None]
 # How a page goes out: the v1 routes' streaming writer, passed in by the app.
 Send = Callable[[web.Request, list[bytes]], Awaitable[web.StreamResponse]]
+Now = Callable[[], datetime]
 
 
 class PartnerState:
     """The partner API's part of the sandbox state."""
 
     def __init__(
-        self, *, partner_id: str, partner_secret: str, seed: int, cache_bytes: int = 64 * 2**20
+        self,
+        *,
+        partner_id: str,
+        partner_secret: str,
+        seed: int,
+        cache_bytes: int = 64 * 2**20,
+        stock_update_delay: float = 0.5,
     ) -> None:
         self.partner_id = partner_id
         self.partner_secret = partner_secret
@@ -72,6 +80,11 @@ class PartnerState:
         self._pages: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
         self._page_bytes = 0
         self.cache_bytes = cache_bytes
+        # Writes: the e-mail each created order was given (the dataset has no field for
+        # it), and the stock update jobs still running: id -> (when due, the update).
+        self.emails: dict[int, str] = {}
+        self.jobs: dict[int, tuple[datetime, StockUpdate]] = {}
+        self.stock_update_delay = stock_update_delay
 
     def cached_page(self, key: tuple[Any, ...]) -> list[bytes] | None:
         parts = self._pages.get(key)
@@ -89,6 +102,13 @@ class PartnerState:
             _, old = self._pages.popitem(last=False)
             self._page_bytes -= sum(len(p) for p in old)
 
+    def settle(self, moment: datetime) -> None:
+        """Finish the stock update jobs due by ``moment`` (see _partner_writes)."""
+        if self.jobs:
+            from ._partner_writes import settle_jobs
+
+            settle_jobs(self, moment)
+
     async def orders(self, dataset: Dataset, since: datetime, until: datetime) -> list[Order]:
         """The window's orders by (order_date, id), kept for the pages that follow."""
         key = (since, until, dataset.version)
@@ -99,6 +119,12 @@ class PartnerState:
             while len(self._windows) > 64:
                 self._windows.popitem(last=False)
         return found
+
+
+def error_response(status: int, message: str, **extra: Any) -> web.Response:
+    """A JSON error body like a Go API sends: a message and a reference to quote."""
+    body = {"message": message, "reference": str(uuid.uuid4()), **extra}
+    return web.json_response(body, status=status)
 
 
 def partner_authorised(request: web.Request, body: bytes, state: PartnerState) -> bool:
@@ -122,9 +148,15 @@ def partner_authorised(request: web.Request, body: bytes, state: PartnerState) -
 # -- data ------------------------------------------------------------------------------
 
 
-def partner_order(order: Order, *, with_delivery: bool) -> PartnerOrder:
-    """An order as the partner API shows it."""
-    status = _STATUS.get(order.order_status, order.order_status)  # type: ignore[call-overload]
+def partner_status(order: Order) -> str:
+    """An order's status as the partner API names it (its lifecycle has no "shipped")."""
+    status: str = _STATUS.get(order.order_status, order.order_status)  # type: ignore[call-overload]
+    return status or "pending"
+
+
+def partner_order(order: Order, *, with_delivery: bool, email: str | None = None) -> PartnerOrder:
+    """An order as the partner API shows it (``email``: the one it was created with)."""
+    status = partner_status(order)
     awb = order.airwaybill_number
     if status in ("packed", "completed") and not awb:
         awb = f"AWB{order.id:012d}"
@@ -183,7 +215,7 @@ def partner_order(order: Order, *, with_delivery: bool) -> PartnerOrder:
         status=str(status),
         delivery_name=order.delivery_name,
         delivery_mobile=order.phone_number,
-        delivery_email=f"{name}@example.id",
+        delivery_email=f"{name}@example.id" if email is None else email,
         delivery_street_address=order.delivery_street_address,
         delivery_city=order.delivery_city,
         delivery_region=order.delivery_region,
@@ -349,7 +381,7 @@ async def _page(
 
 
 async def get_orders(
-    request: web.Request, dataset: Dataset, partner: PartnerState, send: Send
+    request: web.Request, dataset: Dataset, partner: PartnerState, send: Send, now: Now
 ) -> web.StreamResponse:
     since = _instant(request, "since", required=True)
     until = _instant(request, "until", required=True)
@@ -366,20 +398,24 @@ async def get_orders(
         send,
         orders,
         PartnerOrder,
-        lambda order: partner_order(order, with_delivery=with_delivery),
+        lambda order: partner_order(
+            order, with_delivery=with_delivery, email=partner.emails.get(order.id)
+        ),
         key=(request.path, since, until, with_delivery, dataset.version),
     )
 
 
 async def get_product_stock(
-    request: web.Request, dataset: Dataset, partner: PartnerState, send: Send
+    request: web.Request, dataset: Dataset, partner: PartnerState, send: Send, now: Now
 ) -> web.StreamResponse:
+    partner.settle(now())
     return await _page(request, partner, send, partner.products, ProductStock)
 
 
 async def get_history(
-    request: web.Request, dataset: Dataset, partner: PartnerState, send: Send
+    request: web.Request, dataset: Dataset, partner: PartnerState, send: Send, now: Now
 ) -> web.StreamResponse:
+    partner.settle(now())
     since = _instant(request, "updated_at", required=False)
     records = partner.history
     if since is not None:

@@ -86,6 +86,7 @@ class Sandbox:
         partner_secret: str = DEFAULT_PARTNER_SECRET,
         tls: bool = False,
         tls_hostnames: Sequence[str] = ("127.0.0.1", "localhost"),
+        stock_update_delay: float = 0.5,
     ) -> None:
         config = DataConfig(
             seed=seed,
@@ -104,6 +105,7 @@ class Sandbox:
                 partner_secret=partner_secret,
                 seed=seed,
                 cache_bytes=cache_bytes,
+                stock_update_delay=stock_update_delay,
             ),
             cap=cap,
             latency_ms=latency_ms,
@@ -210,6 +212,15 @@ class Sandbox:
     @latency_ms.setter
     def latency_ms(self, value: float) -> None:
         self.state.latency_ms = value
+
+    @property
+    def stock_update_delay(self) -> float:
+        """Seconds a partner stock update job runs before it finishes (0.5 s)."""
+        return self.state.partner.stock_update_delay
+
+    @stock_update_delay.setter
+    def stock_update_delay(self, value: float) -> None:
+        self.state.partner.stock_update_delay = value
 
     def add_orders(self, orders: Iterable[NewOrder], *, created_at: datetime) -> list[Order]:
         """Create orders as if the server had received them at ``created_at``: a late
