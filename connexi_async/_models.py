@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._errors import InvalidTransitionError, PartialFailureError
+
 __all__ = [
     "Accept",
     "Cancel",
@@ -546,8 +548,6 @@ class _Partial:
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (carrying this result) if anything failed."""
         if self.failed:
-            from ._errors import PartialFailureError
-
             raise PartialFailureError(self)
 
 
@@ -579,8 +579,6 @@ class _Change:
 
     @classmethod
     def _checked(cls, order: PartnerOrder) -> PartnerOrder:
-        from ._errors import InvalidTransitionError
-
         current = (order.status or "pending").lower()
         if current not in cls.after and current != cls.status:
             raise InvalidTransitionError(order.id, current, cls.status)

@@ -63,7 +63,9 @@ Sleep = Callable[[float], Awaitable[None]]
 # The densest window we support (a day of a very busy seller, ~100k orders) with room.
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
-_STREAMED_BODY = 4 * 1024 * 1024  # joined below (about a millisecond a MB), streamed above
+# Joined below (about a millisecond a MB), streamed above: aiohttp warns of bytes bodies
+# over 1 MiB (payload.TOO_LARGE_BYTES_BODY).
+_STREAMED_BODY = 1024 * 1024
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -782,17 +784,22 @@ Payload = bytes | list[bytes]
 def _request_data(body: Payload | None) -> bytes | AsyncIterator[bytes] | None:
     """What aiohttp sends: small bodies as bytes (with a Content-Length); a large one as a
     stream of its parts, written one by one with the loop given back in between, and never
-    joined (a 25 MB join is a stall of its own). A fresh stream per attempt."""
-    if body is None or isinstance(body, bytes):
-        return body
-    if sum(len(part) for part in body) <= _STREAMED_BODY:
-        return b"".join(body)
-    return _stream_parts(body)
+    joined (a 25 MB join is a stall of its own). A fresh stream per attempt. "Large" is
+    aiohttp's own limit: above it, bytes passed whole are a ResourceWarning (an error
+    under ``-W error``)."""
+    if body is None:
+        return None
+    parts = [body] if isinstance(body, bytes) else body
+    if sum(len(part) for part in parts) <= _STREAMED_BODY:
+        return body if isinstance(body, bytes) else b"".join(body)
+    return _stream_parts(parts)
 
 
 async def _stream_parts(parts: list[bytes]) -> AsyncIterator[bytes]:
     for part in parts:
-        yield part
+        # One part can be a whole body given as bytes: written in slices of a MiB.
+        for start in range(0, len(part), _STREAMED_BODY):
+            yield part[start : start + _STREAMED_BODY]
 
 
 def _read_in_small_bites(response: aiohttp.ClientResponse) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 from aiohttp import web
+from support import client_for
 
 from connexi_async import (
     AuthenticationError,
@@ -459,3 +460,23 @@ async def test_waiting_for_a_pooled_connection_is_not_a_connect_timeout(
     assert first == second
     assert connexi_sandbox.recorder.count(GET) == 2
     assert connexi_sandbox.recorder.max_in_flight == 1
+
+
+async def test_a_body_over_aiohttp_s_limit_is_streamed_without_a_resource_warning() -> None:
+    """Regression: bodies of 1-4 MB went to aiohttp as bytes, which it answers with a
+    ResourceWarning ("might lock the event loop"), an error under ``-W error``."""
+    import warnings
+
+    from connexi_async import NewOrder
+
+    orders = [
+        NewOrder(remote_order_id=str(n), marketplace_code="bklp", remarks="x" * 1_500)
+        for n in range(800)
+    ]
+    async with Sandbox(orders=10, days=1) as sandbox, client_for(sandbox) as client:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            created = await client.create_orders(orders)
+        ((_, body),) = sandbox.recorder.writes
+    assert len(created) == 800
+    assert len(body) > 1024 * 1024

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from connexi_async import ConnexiClient, NewLineItem, NewOrder
+from connexi_async import (
+    Accept,
+    ConnexiClient,
+    NewLineItem,
+    NewOrder,
+    NewPartnerOrder,
+    PartnerClient,
+)
 from connexi_async.sandbox import Sandbox
 
 OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -124,6 +131,39 @@ async def test_large_write_batches_never_stall_the_loop() -> None:
         updated = await client.update_order_statuses([(o.id, "accepted") for o in created])
     assert len(created) == len(updated) == 5_000
     assert max(lateness) < GENEROUS, f"the loop stalled {max(lateness) * 1000:.0f} ms"
+
+
+@pytest.mark.usefixtures("frozen_heap")
+async def test_large_partner_writes_never_stall_the_loop() -> None:
+    """5,000 partner orders created (and, after a lost answer, looked up and settled)
+    and 5,000 status changes, the sandbox serving in the same loop."""
+    from test_partner_writes import new_order
+
+    def batch(prefix: str) -> list[NewPartnerOrder]:
+        return [
+            new_order(i, order_id=f"{prefix}-{i}", when=OCT1 + timedelta(seconds=i))
+            for i in range(5_000)
+        ]
+
+    async with (
+        Sandbox(orders=100, days=1) as sandbox,
+        PartnerClient(**sandbox.partner_credentials, max_batch=5_000, timeout=600) as client,
+    ):
+        first, second = batch("BIG"), batch("LOST")
+        async with ticker() as lateness:
+            created = await client.create_orders(first)
+        assert len(created.created) == 5_000
+        assert max(lateness) < GENEROUS, f"create stalled {max(lateness) * 1000:.0f} ms"
+        changes = [Accept.of(order) for order in created.created]
+        async with ticker() as lateness:
+            changed = await client.change_statuses(changes)
+        assert len(changed.succeeded) == 5_000
+        assert max(lateness) < GENEROUS, f"changes stalled {max(lateness) * 1000:.0f} ms"
+        sandbox.faults.script("POST /v1/partner/order", "disconnect_after")
+        async with ticker() as lateness:
+            settled = await client.create_orders(second, on_unknown="reconcile")
+        assert len(settled.created) == 5_000
+        assert max(lateness) < GENEROUS, f"reconcile stalled {max(lateness) * 1000:.0f} ms"
 
 
 async def test_asyncio_debug_mode_sees_no_slow_step(caplog: pytest.LogCaptureFixture) -> None:

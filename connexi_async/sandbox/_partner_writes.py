@@ -152,7 +152,7 @@ async def create_orders(
     failed: list[CreateFailure] = []
     seen: set[str] = set()
     for index, new in enumerate(news):
-        if index % 64 == 63:
+        if index % 16 == 15:
             await asyncio.sleep(0)  # a large batch never holds the loop it shares
         problem = _problems(check_new_orders, new, "orders[0].")
         if problem is None and (new.order_id in seen or dataset.order_id_taken(new.order_id)):
@@ -187,7 +187,7 @@ async def change_statuses(
     for target, changes in groups.items():
         for change in changes:
             count += 1
-            if count % 64 == 0:
+            if count % 32 == 0:
                 await asyncio.sleep(0)
             outcome = _change(dataset, target, change, now())
             if isinstance(outcome, StatusSuccess):
