@@ -1067,6 +1067,21 @@ def _msgspec_path(
         yield
     else:
         start, end, base = region
+    return (yield from _region_steps(body, start, end, base, kind, context, built, pace))
+
+
+def _region_steps(
+    body: Body,
+    start: int,
+    end: int,
+    base: str,
+    kind: _Kind,
+    context: str,
+    built: bool,
+    pace: _Pace,
+) -> Steps[list[Any]]:
+    """The records between ``start`` and ``end`` (the inside of a JSON array in
+    ``body``), piece by piece; raises _Refused when that is not a list of values."""
     # Models at once, or prepared wire structs to build as they are handed out.
     convert = kind.convert if built else kind.prepare
     results: list[Any] = []
@@ -1228,6 +1243,8 @@ def decode_new_partner_orders(
 
 
 _ZONED = re.compile(r".*(?:[Zz]|[+-]\d{2}:?\d{2})", re.ASCII | re.DOTALL)
+# A date and a time of day (else the usual decoding says it is no timestamp at all).
+_LOOKS_LIKE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d", re.ASCII)
 
 
 def _check_written_by_hand(
@@ -1262,7 +1279,7 @@ def _check_record_by_hand(record: object, cls: type, path: str, errors: list[Fie
         errors.append(FieldError(f"{path}.{name}", f"unknown field{hint}"))
     for f in fields:
         value = record.get(f.wire)
-        if f.kind == _TS and isinstance(value, str):
+        if f.kind == _TS and isinstance(value, str) and _LOOKS_LIKE_TIME.match(value):
             if not _ZONED.fullmatch(value) and value not in ("", GO_ZERO_TIME):
                 errors.append(
                     FieldError(
@@ -1423,6 +1440,12 @@ def _sections_steps(
         records: list[Any] = []
         view = None if raw is None else memoryview(raw)
         if view is not None and bytes(view[:4]) != b"null":
+            if bytes(view[:1]) != b"[":
+                shown = _show(bytes(view[:40]).decode("utf-8", "replace"))
+                raise DecodeError(
+                    [FieldError(f"{where}.{key}", f"expected a list, got {shown}")],
+                    context=context,
+                )
             records = yield from _decode_steps(
                 view, _SECTION_KINDS[cls], f"{context} (at {where}.{key})"
             )
@@ -1431,12 +1454,67 @@ def _sections_steps(
     return found
 
 
+# The plain layout of a partner write's answer: "succeed" first inside "data" first.
+_PARTIAL_HEAD = re.compile(rb'\s*\{\s*"data"\s*:\s*\{\s*"succeed"\s*:\s*\[')
+# What ends the "succeed" array: the "failed" member next, or the end of "data".
+_BEFORE_FAILED = re.compile(rb'\]\s*,\s*"failed"\s*:')
+_END_OF_DATA = re.compile(rb"\]\s*\}")
+_PARTIAL_TAIL = 1024 * 1024  # the envelope after "succeed" ("failed" included), parsed at once
+
+
+def _plain_answer(
+    body: Body, ok_cls: type, failed_cls: type, context: str
+) -> Steps[tuple[list[Any], list[Any]] | None]:
+    """The plain layout's "succeed" records read as a region of the body (never joined,
+    never scanned whole: a large answer never holds the loop), the rest of the envelope
+    parsed and checked; ``None`` when the body is not laid out that way."""
+    head = _PARTIAL_HEAD.match(body.slice(0, 512))
+    if head is None:
+        return None
+    start = head.end()
+    tail_start = max(start, body.size - _PARTIAL_TAIL)
+    tail = body.slice(tail_start, body.size)
+    # The last "failed" member first, then the end of "data": a candidate counts when
+    # the envelope without the records parses with "succeed" empty.
+    candidates = [
+        *reversed(list(_BEFORE_FAILED.finditer(tail))[-4:]),
+        *reversed(list(_END_OF_DATA.finditer(tail))[-2:]),
+    ]
+    for candidate in candidates:
+        envelope = body.slice(0, start) + tail[candidate.start() :]
+        try:
+            outer = _any_value.decode(envelope)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            continue
+        data = outer.get("data") if isinstance(outer, dict) else None
+        if isinstance(data, dict) and data.get("succeed") == []:
+            end = tail_start + candidate.start()
+            break
+    else:
+        return None
+    yield
+    try:
+        succeeded = yield from _region_steps(
+            body, start, end, "$.data.succeed", _SECTION_KINDS[ok_cls], context, True, _SLICED
+        )
+    except _Refused:
+        return None  # not whole records after all: read whole, it says what is wrong
+    members = _members_of(envelope, "$", context)
+    found = yield from _sections_steps(
+        memoryview(members["data"]), {"failed": failed_cls}, context, "$.data"
+    )
+    return succeeded, found["failed"]
+
+
 def partial_steps(
     payload: Buffer | str, ok_cls: type, failed_cls: type, context: str
 ) -> Steps[tuple[list[Any], list[Any]]]:
     """A partner write's answer, ``{"data": {"succeed": [...], "failed": [...]}, ...}``,
     as (succeeded, failed) records."""
     body = _as_body(payload, context)
+    plain = yield from _plain_answer(body, ok_cls, failed_cls, context)
+    if plain is not None:
+        return plain
     text = body.whole()
     yield
     outer = _members_of(text, "$", context)

@@ -101,7 +101,14 @@ class DecodeError(ConnexiError, ValueError):
 
 
 class EncodeError(ConnexiError, ValueError):
-    """A model could not be encoded for the API (a naive datetime, a NaN amount, ...)."""
+    """A model could not be encoded for the API (a naive datetime, a NaN amount, ...).
+
+    ``errors``: each problem with its path, where the check names them all (the partner
+    writes' checks before sending)."""
+
+    def __init__(self, message: str, *, errors: Sequence[FieldError] = ()) -> None:
+        self.errors = list(errors)
+        super().__init__(message)
 
 
 class APIError(ConnexiError):

@@ -88,6 +88,10 @@ class Response:
     status: int
     body: Body
     attempts: int
+    # An earlier attempt may have been processed (it failed after it was sent, or got a
+    # 5xx): a non-idempotent change may then have been made once already. A 429 or a
+    # refused connection proves the attempt was not processed.
+    resent: bool = False
 
 
 UNKNOWN_ORDERS_HINT = (
@@ -126,7 +130,7 @@ def _is_loopback(host: str) -> bool:
 def check_base_url(base_url: str | URL, *, allow_insecure_http: bool) -> URL:
     if not isinstance(base_url, str | URL):
         raise ConfigurationError(
-            f"base_url must be a str or yarl.URL such as https://api2.connexi.id, "
+            f"base_url must be a str or yarl.URL such as https://api.example.id, "
             f"got {type(base_url).__name__}"
         )
     try:
@@ -135,15 +139,17 @@ def check_base_url(base_url: str | URL, *, allow_insecure_http: bool) -> URL:
         raise ConfigurationError(f"base_url is not a URL: {exc}") from None
     if url.scheme not in ("https", "http") or not url.host:
         raise ConfigurationError(
-            f"base_url must be an http(s) URL such as https://api2.connexi.id, got {str(url)!r}"
+            f"base_url must be an http(s) URL such as https://api.example.id, got {str(url)!r}"
         )
     if url.user or url.password:
-        raise ConfigurationError("base_url must not carry credentials; pass api_key and api_secret")
+        raise ConfigurationError(
+            "base_url must not carry credentials; pass them as the client's own options"
+        )
     if url.query_string or url.fragment:
         raise ConfigurationError("base_url must not have a query string or fragment")
     if url.scheme == "http" and not (allow_insecure_http or _is_loopback(url.host)):
         raise ConfigurationError(
-            f"base_url {url} is plain http: the api_secret would cross the network unencrypted. "
+            f"base_url {url} is plain http: the credentials would cross the network unencrypted. "
             "Use https, or pass allow_insecure_http=True (--allow-insecure-http on the "
             "command line) if you really mean it"
         )
@@ -158,7 +164,7 @@ def check_ssl(value: object) -> _ssl.SSLContext | None:
     if value is False or value is True:
         raise ConfigurationError(
             "ssl= takes an ssl.SSLContext or the path of a CA bundle; certificate checks "
-            "cannot be turned off (the api_secret would go to whoever answers)"
+            "cannot be turned off (the credentials would go to whoever answers)"
         )
     if not isinstance(value, str | os.PathLike):
         raise ConfigurationError(
@@ -634,6 +640,7 @@ class Transport:
         if body is not None:
             headers["Content-Type"] = "application/json"
         attempt = 0
+        resent = False
         while True:
             attempt += 1
             await self._wait_turn()
@@ -665,6 +672,7 @@ class Transport:
                     raise failure.final(
                         f"{method} {path} failed{tries}: {failure}", method=method, path=path
                     ) from failure.__cause__
+                resent = resent or failure.sent
                 await self._sleep(backoff_delay(attempt, self.retry, self._random))
                 continue
             elapsed = (self._clock() - started) * 1000
@@ -672,7 +680,7 @@ class Transport:
                 "%s %s -> %d (attempt %d, %.1f ms)", method, path, status, attempt, elapsed
             )
             if 200 <= status < 300:
-                return Response(status=status, body=data, attempts=attempt)
+                return Response(status=status, body=data, attempts=attempt, resent=resent)
             error = api_error(
                 status, method, path, data.slice(0, 65536), response_headers, self._auth.hints
             )
@@ -685,6 +693,7 @@ class Transport:
                     ) from error
                 raise error
             wait = backoff_delay(attempt, self.retry, self._random)
+            resent = resent or status != 429
             if status == 429:
                 asked = parse_retry_after(response_headers.get("Retry-After"), self._wall_clock())
                 if asked is not None and asked > self.retry.max_retry_after:

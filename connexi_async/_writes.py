@@ -12,11 +12,22 @@ answer is read into a result. No I/O here (the client in ``_partner`` sends and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from datetime import datetime
-from decimal import Decimal
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from ._convert import (
+    _BOOL,
+    _DEC,
+    _INT,
+    _ODEC,
+    _STR,
+    _TS,
+    _encode_decimal,
+    _encode_int,
+    _encode_str,
+    _encode_timestamp,
+    _fields,
+)
 from ._cooperative import Steps
 from ._errors import EncodeError, FieldError
 from ._models import (
@@ -52,6 +63,7 @@ logger = logging.getLogger("connexi_async")
 CHANGE_TYPES = (Accept, Pack, Complete, Cancel)
 _ORDER_REQUIRED = (
     "order_id",
+    "order_date",
     "customer_reference",
     "delivery_street_address",
     "delivery_city",
@@ -66,6 +78,7 @@ _PRODUCT_REQUIRED = ("sku", "partner_sku", "name", "description", "currency")
 _PRODUCT_AMOUNTS = ("price", "weight", "height", "length", "width")
 # What a new order may start as (empty: pending).
 _STATUSES = ("pending", "accepted", "packed", "completed", "cancelled")
+_YEARS = (1970, 9998)  # an order_date outside them is a typo (and its window unreadable)
 _MAX_SHOWN = 20
 _SLICE = 64  # records checked between two yields (a few hundred microseconds)  # problems listed in one message (all are in .errors)
 
@@ -73,9 +86,8 @@ _SLICE = 64  # records checked between two yields (a few hundred microseconds)  
 def _refuse(problems: list[FieldError], what: str) -> EncodeError:
     shown = "; ".join(str(p) for p in problems[:_MAX_SHOWN])
     more = f" (and {len(problems) - _MAX_SHOWN} more)" if len(problems) > _MAX_SHOWN else ""
-    error = EncodeError(f"{what}: nothing was sent ({len(problems)} problems): {shown}{more}")
-    error.errors = problems  # type: ignore[attr-defined]
-    return error
+    count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+    return EncodeError(f"{what}: nothing was sent ({count}): {shown}{more}", errors=problems)
 
 
 def iterable(values: object, name: str) -> Iterable[object]:
@@ -98,34 +110,58 @@ def records_of(values: object, cls: type[T] | tuple[type, ...], name: str) -> li
     return items  # type: ignore[return-value]
 
 
-def _missing(record: object, names: Iterable[str], path: str, problems: list[FieldError]) -> None:
-    for name in names:
-        value = getattr(record, name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            problems.append(FieldError(f"{path}.{name}", "required field is missing"))
+def _encoder_says(rule: Callable[[object, str], str], value: object, path: str) -> str | None:
+    """What the encoder's own rule says of a value (one set of rules), or None."""
+    try:
+        rule(value, path)
+    except EncodeError as exc:
+        return str(exc).removeprefix(f"field {path}: ")
+    return None
 
 
-def _aware(value: object, path: str, problems: list[FieldError]) -> None:
-    if value is None:
-        problems.append(FieldError(path, "required field is missing"))
-    elif not isinstance(value, datetime):
-        problems.append(FieldError(path, f"expected a datetime, got {type(value).__name__}"))
-    elif value.utcoffset() is None:
-        problems.append(
-            FieldError(path, "a naive datetime is refused: pass an aware one (tzinfo=UTC)")
-        )
-
-
-def _amount(value: object, path: str, problems: list[FieldError], *, required: bool) -> None:
-    if value is None:
-        if required:
-            problems.append(FieldError(path, "required field is missing"))
-    elif isinstance(value, float):
-        problems.append(
-            FieldError(path, "binary floats are not exact: pass a Decimal (Decimal(str(x)))")
-        )
-    elif isinstance(value, Decimal) and value.is_finite() and value < 0:
-        problems.append(FieldError(path, f"must not be negative, got {value}"))
+def _values(
+    record: object,
+    path: str,
+    problems: list[FieldError],
+    *,
+    required: Iterable[str] = (),
+    keys: Iterable[str] = (),
+) -> None:
+    """Every plain field of a record by the rules the encoder applies (types, bounds,
+    surrogates, NaN, naive datetimes), then ``required`` ones set, ``keys`` (natural keys)
+    without surrounding spaces, amounts not negative."""
+    wanted = set(required)
+    model: Any = type(record)
+    for field in _fields(model):
+        value: Any = getattr(record, field.name)
+        where = f"{path}.{field.name}"
+        problem: str | None = None
+        if field.kind == _STR:
+            problem = _encoder_says(_encode_str, value, where)
+            if problem is None and field.name in wanted and not value.strip():
+                problem = "required field is missing"
+            elif problem is None and field.name in keys and value != value.strip():
+                problem = f"{value!r} has spaces around it: a key is sent exactly as given"
+        elif field.kind == _INT:
+            problem = _encoder_says(_encode_int, value, where)
+        elif field.kind in (_DEC, _ODEC):
+            if value is None:
+                problem = "required field is missing" if field.name in wanted else None
+            else:
+                problem = _encoder_says(_encode_decimal, value, where)
+                if problem is None and value < 0:
+                    problem = f"must not be negative, got {value}"
+        elif field.kind == _TS:
+            if value is None:
+                problem = "required field is missing" if field.name in wanted else None
+            else:
+                problem = _encoder_says(_encode_timestamp, value, where)
+                if problem is None and not _YEARS[0] <= value.year <= _YEARS[1]:
+                    problem = f"{value.isoformat()} is outside the years {_YEARS[0]}-{_YEARS[1]}"
+        elif field.kind == _BOOL and value is not True and value is not False:
+            problem = f"expected True or False, got {type(value).__name__}"
+        if problem is not None:
+            problems.append(FieldError(where, problem))
 
 
 def _count(value: object, path: str, problems: list[FieldError], *, low: int = 0) -> None:
@@ -135,35 +171,41 @@ def _count(value: object, path: str, problems: list[FieldError], *, low: int = 0
         problems.append(FieldError(path, f"must be at least {low}, got {value}"))
 
 
+def _once(
+    value: object, index: int, seen: dict[Any, int], path: str, what: str, why: str
+) -> FieldError | None:
+    """A second record with the same key, named with the first."""
+    if not isinstance(value, str | int) or isinstance(value, bool) or value in ("", 0):
+        return None
+    first = seen.setdefault(value, index)
+    if first == index:
+        return None
+    return FieldError(path, f"{value!r} is also {what}[{first}]: {why}")
+
+
 def check_new_orders(orders: object) -> Steps[list[NewPartnerOrder]]:
-    """The orders to create, each with every field the documentation requires; one
-    :class:`EncodeError` naming every problem otherwise (``.errors`` lists them).
-    Steps (see _cooperative): 50,000 orders are checked without holding the loop."""
+    """The orders to create, each with every field the documentation requires and every
+    value one the encoder takes; one :class:`EncodeError` naming every problem otherwise
+    (``.errors`` lists them). Steps (see _cooperative): 50,000 orders are checked without
+    holding the loop."""
     items = records_of(orders, NewPartnerOrder, "orders")
     problems: list[FieldError] = []
-    seen: dict[str, int] = {}
+    seen: dict[Any, int] = {}
     for index, order in enumerate(items):
         if index % _SLICE == _SLICE - 1:
             yield
         path = f"orders[{index}]"
-        _missing(order, _ORDER_REQUIRED, path, problems)
-        _aware(order.order_date, f"{path}.order_date", problems)
-        if isinstance(order.order_id, str) and order.order_id.strip():
-            first = seen.setdefault(order.order_id, index)
-            if first != index:
-                problems.append(
-                    FieldError(
-                        f"{path}.order_id",
-                        f"{order.order_id!r} is also orders[{first}]: one order_id, one order",
-                    )
-                )
+        _values(order, path, problems, required=_ORDER_REQUIRED, keys=("order_id",))
+        twice = _once(
+            order.order_id, index, seen, f"{path}.order_id", "orders", "one order_id, one order"
+        )
+        if twice is not None:
+            problems.append(twice)
         status = order.status
         if isinstance(status, str) and status.strip() and status.strip().lower() not in _STATUSES:
             problems.append(
                 FieldError(f"{path}.status", f"{status!r} is not one of {', '.join(_STATUSES)}")
             )
-        for name in ("discount_total", "shipping_total"):
-            _amount(getattr(order, name), f"{path}.{name}", problems, required=False)
         lines = order.line_items
         if not isinstance(lines, tuple | list) or not lines:
             problems.append(FieldError(f"{path}.line_items", "at least one line item is required"))
@@ -175,10 +217,8 @@ def check_new_orders(orders: object) -> Steps[list[NewPartnerOrder]]:
                     FieldError(where, f"expected NewPartnerLineItem, got {type(line).__name__}")
                 )
                 continue
-            _missing(line, ("sku", "name"), where, problems)
+            _values(line, where, problems, required=("sku", "name", "raw_price"))
             _count(line.quantity, f"{where}.quantity", problems, low=1)
-            _amount(line.raw_price, f"{where}.raw_price", problems, required=True)
-            _amount(line.discount, f"{where}.discount", problems, required=False)
     if problems:
         raise _refuse(problems, "orders to create")
     return items
@@ -188,12 +228,18 @@ def check_products(products: object) -> Steps[list[NewProduct]]:
     """The products to create, each complete (every field is required). Steps."""
     items = records_of(products, NewProduct, "products")
     problems: list[FieldError] = []
-    seen: dict[str, int] = {}
+    seen: dict[Any, int] = {}
     for index, product in enumerate(items):
         if index % _SLICE == _SLICE - 1:
             yield
         path = f"products[{index}]"
-        _missing(product, _PRODUCT_REQUIRED, path, problems)
+        _values(
+            product,
+            path,
+            problems,
+            required=(*_PRODUCT_REQUIRED, *_PRODUCT_AMOUNTS),
+            keys=("sku", "partner_sku"),
+        )
         variant = product.partner_variant
         if variant is None:
             problems.append(FieldError(f"{path}.partner_variant", "required field is missing"))
@@ -205,15 +251,16 @@ def check_products(products: object) -> Steps[list[NewProduct]]:
                 )
             )
         else:
-            _missing(variant, ("variant_sku", "variant_name"), f"{path}.partner_variant", problems)
-        for name in _PRODUCT_AMOUNTS:
-            _amount(getattr(product, name), f"{path}.{name}", problems, required=True)
-        if isinstance(product.sku, str) and product.sku.strip():
-            first = seen.setdefault(product.sku, index)
-            if first != index:
-                problems.append(
-                    FieldError(f"{path}.sku", f"{product.sku!r} is also products[{first}]")
-                )
+            _values(
+                variant,
+                f"{path}.partner_variant",
+                problems,
+                required=("variant_sku", "variant_name"),
+                keys=("variant_sku",),
+            )
+        twice = _once(product.sku, index, seen, f"{path}.sku", "products", "one sku, one product")
+        if twice is not None:
+            problems.append(twice)
     if problems:
         raise _refuse(problems, "products to create")
     return items
@@ -222,29 +269,26 @@ def check_products(products: object) -> Steps[list[NewProduct]]:
 def check_changes(changes: object) -> Steps[list[Any]]:
     """Status changes, each with an ``updated_at`` and what its kind requires, at most
     one per order (a second change to one order would meet the first's new
-    ``updated_at`` and fail)."""
+    ``updated_at`` and fail). Steps."""
     items: list[Any] = records_of(changes, CHANGE_TYPES, "changes")
     problems: list[FieldError] = []
-    seen: dict[int, int] = {}
+    seen: dict[Any, int] = {}
     for index, change in enumerate(items):
         if index % _SLICE == _SLICE - 1:
             yield
         path = f"changes[{index}]"
+        required = (
+            ("updated_at", "airwaybill_number") if isinstance(change, Pack) else ("updated_at",)
+        )
+        _values(change, path, problems, required=required)
         if not isinstance(change.id, int) or isinstance(change.id, bool) or change.id < 1:
             problems.append(FieldError(f"{path}.id", f"expected an order id, got {change.id!r}"))
         else:
-            first = seen.setdefault(change.id, index)
-            if first != index:
-                problems.append(
-                    FieldError(
-                        f"{path}.id",
-                        f"order {change.id} is also changes[{first}]: one change per order "
-                        "per call",
-                    )
-                )
-        _aware(change.updated_at, f"{path}.updated_at", problems)
-        if isinstance(change, Pack):
-            _missing(change, ("airwaybill_number",), path, problems)
+            twice = _once(
+                change.id, index, seen, f"{path}.id", "changes", "one change per order per call"
+            )
+            if twice is not None:
+                problems.append(twice)
     if problems:
         raise _refuse(problems, "status changes")
     return items
@@ -256,7 +300,7 @@ def check_stock_update(update: object) -> StockUpdate:
     if not isinstance(update, StockUpdate):
         raise EncodeError(f"expected a StockUpdate, got {type(update).__name__}")
     problems: list[FieldError] = []
-    _missing(update, ("sku", "warehouse"), "update", problems)
+    _values(update, "update", problems, required=("sku", "warehouse"), keys=("sku",))
     _count(update.available_stock, "update.available_stock", problems)
     _count(update.buffer_stock, "update.buffer_stock", problems)
     if (
@@ -270,13 +314,11 @@ def check_stock_update(update: object) -> StockUpdate:
                 f"{update.buffer_stock} is more than available_stock={update.available_stock}",
             )
         )
-    if not isinstance(update.sync_stock, bool):
-        problems.append(FieldError("update.sync_stock", "expected True or False"))
     channels = update.channel_stock
     if not isinstance(channels, tuple | list):
         problems.append(FieldError("update.channel_stock", "expected a list of ChannelStock"))
         channels = ()
-    seen: set[str] = set()
+    seen: set[object] = set()
     for index, channel in enumerate(channels):
         path = f"update.channel_stock[{index}]"
         if not isinstance(channel, ChannelStock):
@@ -284,7 +326,7 @@ def check_stock_update(update: object) -> StockUpdate:
                 FieldError(path, f"expected ChannelStock, got {type(channel).__name__}")
             )
             continue
-        _missing(channel, ("code",), path, problems)
+        _values(channel, path, problems, required=("code",), keys=("code",))
         _count(channel.qty, f"{path}.qty", problems)
         if channel.code in seen:
             problems.append(FieldError(f"{path}.code", f"channel {channel.code!r} appears twice"))
@@ -301,21 +343,38 @@ def status_result(
     *,
     retried: bool,
 ) -> Steps[StatusResult]:
-    """The result of one PATCH, the retry trap resolved.
+    """The result of one PATCH, held to what was asked, the retry trap resolved.
 
-    ``retried``: the PATCH went out more than once, so an earlier attempt may have done
-    the change and lost its answer; the re-sent one then carries a stale ``updated_at``
-    and fails. A failure whose current status is the one asked for is then a success
-    (with the order's current ``updated_at``). An order the answer does not mention at
-    all is a failure that says so. Steps."""
+    ``retried``: an earlier attempt of the PATCH may have been processed (it failed
+    after it was sent), so it may have done the change and lost its answer; the re-sent
+    one then carries a stale ``updated_at`` and fails. A failure whose current status
+    is the one asked for is then a success (with the order's current ``updated_at``).
+    The answer is held to what was asked: each order once, none that was not asked (it
+    is logged), an order both changed and refused counted as changed, and one the answer
+    does not mention at all a failure that says so. Steps."""
     asked = {change.id: change.status for change in changes}
-    ok = list(succeeded)
-    refused = []
+    ok: list[StatusSuccess] = []
+    done: set[int] = set()
+    for index, success in enumerate(succeeded):
+        if index % _SLICE == _SLICE - 1:
+            yield
+        if success.id not in asked:
+            logger.warning("the PATCH answer changed order %r, which was not asked", success.id)
+        elif success.id not in done:
+            done.add(success.id)
+            ok.append(success)
+    refused: list[StatusFailure] = []
     for index, failure in enumerate(failed):
         if index % _SLICE == _SLICE - 1:
             yield
         wanted = asked.get(failure.id)
-        if retried and wanted is not None and failure.status.strip().lower() == wanted:
+        if wanted is None:
+            logger.warning("the PATCH answer refused order %r, which was not asked", failure.id)
+            continue
+        if failure.id in done:
+            continue
+        done.add(failure.id)
+        if retried and failure.status.strip().lower() == wanted:
             logger.info(
                 "order %d: the re-sent change to %s was refused, but the order is %s: an "
                 "earlier attempt did it (its answer was lost)",
@@ -323,15 +382,12 @@ def status_result(
                 wanted,
                 wanted,
             )
-            ok.append(
-                StatusSuccess(id=failure.id, status=failure.status, updated_at=failure.updated_at)
-            )
+            ok.append(StatusSuccess(id=failure.id, status=wanted, updated_at=failure.updated_at))
         else:
             refused.append(failure)
-    answered = {s.id for s in ok} | {f.id for f in refused}
     yield
     for change in changes:
-        if change.id not in answered:
+        if change.id not in done:
             refused.append(
                 StatusFailure(
                     id=change.id,

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import pickle
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -137,7 +140,7 @@ async def test_every_missing_field_of_every_order_is_named_and_nothing_is_sent()
         with pytest.raises(EncodeError) as caught:
             await client.create_orders(broken)
         assert sandbox.recorder.count("POST") == 0
-    paths = {e.path for e in caught.value.errors}  # type: ignore[attr-defined]
+    paths = {e.path for e in caught.value.errors}
     assert paths == {
         "orders[0].customer_reference",
         "orders[0].delivery_city",
@@ -696,8 +699,8 @@ async def test_cli_update_stock_waits_and_reads_history() -> None:
         "--sandbox",
     )  # fmt: skip
     assert code == 0, err
-    transaction, record = out.splitlines()
-    assert json.loads(record)["transaction_code"] == transaction
+    (record,) = out.splitlines()  # JSON Lines only; the code goes to stderr
+    assert f"transaction code {json.loads(record)['transaction_code']}" in err
     assert "bklp: ok" in err
     code, _, err = await run_cli(
         "update-stock", "X", "--available", "1", "--buffer", "2", "--sandbox"
@@ -722,3 +725,270 @@ async def test_cli_partner_orders_and_credentials(tmp_path: Path) -> None:
     code, _, err = await run_cli("orders", "--since", "1d")
     assert code == 2
     assert "CONNEXI_PARTNER_ID" in err
+
+
+# -- servers that behave otherwise (regressions of an adversarial review) --------------------
+
+
+class FakePartner:
+    """A partner server of our own, unlike the sandbox: its ``answers`` shape each create
+    answer in turn (``"drop"`` processes and hangs up; ``"partial"`` creates the first
+    order only and hangs up; ``"hangup"`` hangs up before doing anything; ``"silent"``
+    leaves the last order out; ``"garbled"`` repeats records, adds one never sent and
+    refuses a created one), and
+    ``lag`` hides created orders from the listing for that many reads."""
+
+    def __init__(self, *, answers: list[str], lag: int = 0) -> None:
+        self.answers = answers
+        self.lag = lag
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.posts: list[list[str]] = []
+        self.reads = 0
+
+    def record(self, sent: dict[str, Any]) -> dict[str, Any]:
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        return {
+            "id": 5000 + len(self.orders),
+            "order_id": sent["order_id"],
+            "order_date": sent["order_date"],
+            "customer_reference": sent["customer_reference"],
+            "status": "pending",
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        sent = (await request.json())["orders"]
+        self.posts.append([o["order_id"] for o in sent])
+        answer = self.answers.pop(0) if self.answers else "plain"
+        if answer in ("hangup", "partial"):
+            if answer == "partial":
+                self.orders[sent[0]["order_id"]] = self.record(sent[0])
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        ok, bad = [], []
+        for order in sent:
+            if order["order_id"] in self.orders:
+                reason = f"existing order with remote order id: {order['order_id']} already exists"
+                bad.append({"order_id": order["order_id"], "reason": reason})
+            else:
+                self.orders[order["order_id"]] = self.record(order)
+                ok.append(self.orders[order["order_id"]])
+        if answer == "drop":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        if answer == "silent":
+            ok = ok[:-1]
+        elif answer == "garbled":
+            stray = {**ok[0], "order_id": "NEVER-SENT", "id": 1}
+            bad.append({"order_id": ok[0]["order_id"], "reason": "both created and refused"})
+            ok = [ok[0], ok[0], stray, *ok[1:]]
+        return web.json_response({"data": {"succeed": ok, "failed": bad}, "reference": "r"})
+
+    async def get(self, request: web.Request) -> web.Response:
+        self.reads += 1
+        since = datetime.fromisoformat(request.query["since"].replace("Z", "+00:00"))
+        until = datetime.fromisoformat(request.query["until"].replace("Z", "+00:00"))
+        offset = int(request.query["offset"])
+        rows = [] if self.reads <= self.lag else [
+            r for r in self.orders.values()
+            if since <= datetime.fromisoformat(r["order_date"].replace("Z", "+00:00")) < until
+        ]  # fmt: skip
+        page = rows[offset : offset + int(request.query["limit"])]
+        return web.json_response({"data": page, "total_record": len(rows)})
+
+
+@contextlib.asynccontextmanager
+async def fake_partner(fake: FakePartner) -> AsyncIterator[PartnerClient]:
+    app = web.Application()
+    app.router.add_post("/v1/partner/order", fake.post)
+    app.router.add_get("/v1/partner/order", fake.get)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with PartnerClient(
+            partner_id="p", partner_secret="s", base_url=f"http://{host}:{port}",
+            backoff_base=0.001, backoff_max=0.01, sleep=_no_wait,
+        ) as client:  # fmt: skip
+            yield client
+    finally:
+        await runner.cleanup()
+
+
+async def _no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_a_lagging_listing_is_waited_for_then_an_unknown_outcome_never_a_failure() -> None:
+    orders = [new_order(n) for n in range(1, 4)]
+    # Caught up after two reads (the lookup, then the first look after a pause): created.
+    fake = FakePartner(answers=["drop"], lag=2)
+    async with fake_partner(fake) as client:
+        result = await client.create_orders(orders, on_unknown="reconcile")
+    assert sorted(o.order_id for o in result.created) == ["ORD-1", "ORD-2", "ORD-3"]
+    assert result.failed == ()
+    assert fake.posts == [["ORD-1", "ORD-2", "ORD-3"]] * 2
+    # Never caught up: the client cannot tell, so it says so.
+    fake = FakePartner(answers=["drop"], lag=1_000)
+    async with fake_partner(fake) as client:
+        with pytest.raises(OutcomeUnknownError, match="listing does not show them") as caught:
+            await client.create_orders(orders, on_unknown="reconcile")
+    assert [o.order_id for o in caught.value.orders] == ["ORD-1", "ORD-2", "ORD-3"]  # type: ignore[attr-defined]
+
+
+async def test_orders_the_answer_leaves_out_are_unknown_or_looked_up() -> None:
+    orders = [new_order(n) for n in range(1, 4)]
+    async with fake_partner(FakePartner(answers=["silent"])) as client:
+        with pytest.raises(OutcomeUnknownError, match="does not mention 1 orders") as caught:
+            await client.create_orders(orders)
+    assert [o.order_id for o in caught.value.orders] == ["ORD-3"]  # type: ignore[attr-defined]
+    assert isinstance(caught.value.result, CreateResult)
+    assert [o.order_id for o in caught.value.result.created] == ["ORD-1", "ORD-2"]
+    fake = FakePartner(answers=["silent"])
+    async with fake_partner(fake) as client:
+        result = await client.create_orders(orders, on_unknown="reconcile")
+    assert sorted(o.order_id for o in result.created) == ["ORD-1", "ORD-2", "ORD-3"]
+    assert len(fake.posts) == 1  # found, not sent again
+
+
+async def test_an_answer_is_held_to_what_was_sent() -> None:
+    orders = [new_order(n) for n in range(1, 4)]
+    async with fake_partner(FakePartner(answers=["garbled"])) as client:
+        result = await client.create_orders(orders)
+    assert [o.order_id for o in result.created] == ["ORD-1", "ORD-2", "ORD-3"]
+    assert result.failed == ()
+
+
+async def test_found_orders_stay_in_the_result_when_a_batch_ends_unknown() -> None:
+    """The first send creates ORD-1 only and hangs up; every send after it hangs up
+    before doing anything: ORD-1 is found (and in the error's result), the others stay
+    unknown after three sends."""
+    orders = [new_order(n) for n in range(1, 4)]
+    fake = FakePartner(answers=["partial", "hangup", "hangup"])
+    async with fake_partner(fake) as client:
+        with pytest.raises(OutcomeUnknownError, match="after 3 sends") as caught:
+            await client.create_orders(orders, on_unknown="reconcile")
+    assert len(fake.posts) == 3
+    assert [o.order_id for o in caught.value.orders] == ["ORD-2", "ORD-3"]  # type: ignore[attr-defined]
+    assert isinstance(caught.value.result, CreateResult)
+    assert [o.order_id for o in caught.value.result.created] == ["ORD-1"]
+
+
+async def test_a_failed_lookup_is_an_unknown_outcome_with_everything_it_knows() -> None:
+    async with (
+        Sandbox(orders=50, days=3) as sandbox,
+        partner_for(sandbox, max_attempts=2) as client,
+    ):
+        sandbox.faults.script("POST /v1/partner/order", "disconnect_after")
+        sandbox.faults.script("GET /v1/partner/order", *["unavailable"] * 10)
+        with pytest.raises(OutcomeUnknownError, match="looking the orders up failed") as caught:
+            await client.create_orders([new_order(1)], on_unknown="reconcile")
+    assert caught.value.sent_at is not None
+    assert [o.order_id for o in caught.value.orders] == ["ORD-1"]  # type: ignore[attr-defined]
+
+
+async def test_an_order_that_existed_before_is_not_taken_for_ours() -> None:
+    async with Sandbox(orders=50, days=3) as sandbox, partner_for(sandbox) as client:
+        assert (await client.create_orders([new_order(1, customer_reference="FIRST")])).ok
+        sandbox.faults.script("POST /v1/partner/order", "disconnect_after")
+        result = await client.create_orders([new_order(1), new_order(2)], on_unknown="reconcile")
+    assert [o.order_id for o in result.created] == ["ORD-2"]
+    (failure,) = result.failed
+    assert failure.order_id == "ORD-1"
+    assert failure.already_exists
+    assert "existed before this call" in failure.reason
+
+
+async def test_a_rate_limited_patch_is_not_taken_for_a_lost_answer() -> None:
+    """A 429 proves the first attempt was not processed: a conflict after it is real,
+    even when the status now matches."""
+    async with Sandbox(orders=300, days=3) as sandbox, partner_for(sandbox) as client:
+        (order,) = await pending_orders(client, 1)
+        assert (await client.change_statuses([Accept.of(order)])).ok  # someone else
+        sandbox.faults.script("PATCH /v1/partner/order/status", "rate_limit")
+        result = await client.change_statuses([Accept.of(order)])  # stale, ours
+    assert [f.id for f in result.failed] == [order.id]
+
+
+async def test_waiting_survives_failing_polls_and_keeps_its_deadline() -> None:
+    async with (
+        Sandbox(orders=10, days=1, stock_update_delay=0.3) as sandbox,
+        partner_for(sandbox, max_attempts=1) as client,
+    ):
+        await client.create_products([new_product("W-1")])
+        code = await client.update_stock(StockUpdate(sku="W-1", available_stock=3))
+        sandbox.faults.script("GET /v1/partner/inventory/history", "unavailable", "unavailable")
+        record = await client.wait_for_stock_update(code, timeout=30, poll_interval=0.05)
+        assert record.finished_at is not None
+        sandbox.stock_update_delay = 3600
+        code = await client.update_stock(StockUpdate(sku="W-1", available_stock=4))
+        sandbox.faults.script("GET /v1/partner/inventory/history", "stall_headers")
+        sandbox.state.stall_seconds = 30
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StockUpdateTimeoutError):
+            await client.wait_for_stock_update(code, timeout=0.5, poll_interval=0.05)
+        assert asyncio.get_running_loop().time() - started < 10  # not the 30 s stall
+
+
+def test_an_answer_too_large_for_a_transaction_code_is_not_read() -> None:
+    from connexi_async._partner_writes import _transaction_code
+
+    assert _transaction_code(b'{"transaction_code": "abc"}') == "abc"
+    assert _transaction_code(b'{"transaction_code": "abc", "x": "' + b"y" * 100_000 + b'"}') is None
+    assert _transaction_code(b'{"transaction_code": 5}') is None
+
+
+async def test_packing_again_with_another_airwaybill_changes_it() -> None:
+    async with Sandbox(orders=300, days=3) as sandbox, partner_for(sandbox) as client:
+        (order,) = await pending_orders(client, 1)
+        accepted = (await client.change_statuses([Accept.of(order)])).succeeded[0]
+        packed = await client.change_statuses([Pack(order.id, "AWB-A", accepted.updated_at)])
+        (fresh,) = await server_orders_by_id(client, {order.id})
+        repacked = await client.change_statuses([Pack.of(fresh, "AWB-B")])
+        (again,) = await server_orders_by_id(client, {order.id})
+    assert packed.ok
+    assert repacked.ok
+    assert again.airwaybill_number == "AWB-B"
+    assert again.updated_at == repacked.succeeded[0].updated_at != fresh.updated_at
+
+
+async def test_cli_files_name_lines_and_take_one_object(tmp_path: Path) -> None:
+    good = {"order_id": "L-1", "order_date": "2026-10-03T09:00:00Z", "customer_reference": "C", "delivery_street_address": "Jl", "delivery_city": "X", "delivery_region": "Y", "delivery_suburb": "Z", "delivery_country": "ID", "delivery_post_code": "1", "delivery_method": "JNE", "payment_method": "COD", "line_items": [{"sku": "S", "name": "N", "quantity": 1, "raw_price": 10}]}  # fmt: skip
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(good) + "\n\n{not json\n")
+    code, _, err = await run_cli("create", str(broken), "--sandbox")
+    assert code == 2
+    assert "line 3: invalid JSON" in err
+    typo = tmp_path / "typo.jsonl"
+    typo.write_text(
+        json.dumps(good) + "\n" + json.dumps({**good, "order_id": "L-2", "totl": 1}) + "\n"
+    )
+    code, _, err = await run_cli("create", str(typo), "--sandbox")
+    assert code == 2
+    assert "line 2: $.totl: unknown field" in err
+    pretty = tmp_path / "one.json"
+    pretty.write_bytes(b"\xef\xbb\xbf" + json.dumps(good, indent=2).encode())
+    code, out, err = await run_cli("create", str(pretty), "--sandbox")
+    assert code == 0, err
+    assert json.loads(out)["order_id"] == "L-1"
+
+
+async def test_cli_stock_options_are_checked_before_sending_and_jobs_can_be_awaited() -> None:
+    code, out, err = await run_cli(
+        "update-stock", "S", "--available", "1", "--timeout", "5", "--sandbox"
+    )
+    assert code == 2
+    assert "--timeout goes with --wait" in err
+    code, out, err = await run_cli(
+        "update-stock", "S", "--available", "1", "--wait", "--timeout", "0", "--sandbox"
+    )
+    assert code == 2
+    assert out == ""
+    code, out, err = await run_cli("wait", "no-such-code", "--timeout", "0.3", "--sandbox")
+    assert code == 5
+    assert "wait again with: connexi-async partner wait no-such-code" in err

@@ -27,6 +27,7 @@ from .._errors import (
     EncodeError,
     OutcomeUnknownError,
     PermissionDeniedError,
+    StockUpdateTimeoutError,
     TLSError,
     TransportError,
     WindowError,
@@ -42,6 +43,7 @@ from ._common import (
     EXIT_NETWORK,
     EXIT_OK,
     EXIT_USAGE,
+    CommandError,
     UsageError,
     _connection_options,
     _resume_note,
@@ -239,7 +241,7 @@ def _exit_code(exc: BaseException) -> int:
         cause = exc.__cause__
     if isinstance(cause, AuthenticationError | PermissionDeniedError):
         return EXIT_AUTH
-    if isinstance(cause, TransportError | OutcomeUnknownError):
+    if isinstance(cause, TransportError | OutcomeUnknownError | StockUpdateTimeoutError):
         return EXIT_NETWORK
     if isinstance(cause, ConfigurationError | EncodeError):
         return EXIT_USAGE  # refused before sending: what was typed cannot be sent
@@ -317,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"connexi-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CommandError as exc:
+        print(f"connexi-async: error: {exc}", file=sys.stderr)
+        return exc.code
     except (ConnexiError, OSError) as exc:
         if debug:
             traceback.print_exc()
@@ -331,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"connexi-async: error: {said}{'' if said.endswith('.') else '.'}{note}",
             file=sys.stderr,
         )
+        for line in getattr(exc, "__notes__", ()):
+            print(f"  ({line})", file=sys.stderr)
         return _exit_code(exc)
     finally:
         with contextlib.suppress(Exception):

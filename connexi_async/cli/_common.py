@@ -47,6 +47,14 @@ class UsageError(Exception):
     """A command-line mistake: exit code 2."""
 
 
+class CommandError(Exception):
+    """A failure the command explains itself (in shell terms), with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        self.code = code
+        super().__init__(message)
+
+
 # -- parsing of times and widths ---------------------------------------------------------
 
 
@@ -133,7 +141,11 @@ def location_rows(root: Location) -> Iterator[list[str]]:
 
 def model_csv_header(cls: type) -> list[str]:
     """A flat row of any model: its plain fields, and a count of each nested list."""
-    return [f"{a.name}_count" if a.name in _nested(cls) else a.name for a in attrs.fields(cls)]
+    # line_items -> line_item_count, as the v1 CSV names it.
+    return [
+        f"{a.name.removesuffix('s')}_count" if a.name in _nested(cls) else a.name
+        for a in attrs.fields(cls)
+    ]
 
 
 def model_csv_row(record: Any) -> list[str]:

@@ -14,12 +14,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .._convert import decode_new_partner_orders, encode_record
-from .._errors import DecodeError, InvalidTransitionError
+from .._errors import (
+    DecodeError,
+    EncodeError,
+    InvalidTransitionError,
+    OutcomeUnknownError,
+    StockUpdateTimeoutError,
+    format_instant,
+)
 from .._models import (
     Accept,
     Cancel,
     ChannelStock,
     Complete,
+    CreateResult,
+    NewPartnerOrder,
     Pack,
     PartnerOrder,
     ProductStock,
@@ -28,10 +37,14 @@ from .._models import (
     StockUpdateRecord,
 )
 from .._partner import PartnerClient
+from .._windows import whole_second
+from .._writes import check_stock_update
 from ._common import (
     _ORDER_ID,
+    EXIT_NETWORK,
     EXIT_OK,
     EXIT_PARTIAL,
+    CommandError,
     UsageError,
     _connection_options,
     _count,
@@ -40,7 +53,7 @@ from ._common import (
     parse_time,
 )
 from ._read import _drain
-from ._write import _orders_file
+from ._write import _orders_file, _with_lines
 
 __all__ = ["add_partner_commands"]
 
@@ -71,20 +84,27 @@ def add_partner_commands(commands: Any) -> None:
         "--since", type=parse_time, required=True, help="2026-10-01, RFC 3339, or 7d"
     )
     orders.add_argument("--until", type=parse_time, default="now", help="default: now")
-    orders.add_argument("--window", type=parse_duration, default=timedelta(days=1))
+    orders.add_argument(
+        "--window", type=parse_duration, default=timedelta(days=1), help="window width (default 1d)"
+    )
     orders.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     orders.add_argument("--unordered", action="store_true", help="write windows as they arrive")
     orders.add_argument("--page-size", type=int, default=100, help="records a page (1-100)")
-    orders.add_argument("--with-delivery-orders", action="store_true")
+    orders.add_argument(
+        "--with-delivery-orders", action="store_true", help="include each order's delivery orders"
+    )
     orders.add_argument("--format", **fmt)
     orders.add_argument("-o", "--output", help="file to write (default stdout)")
     _connection_options(orders, partner=True)
     orders.set_defaults(handler=cmd_orders)
 
     stocks = group.add_parser(
-        "stocks", help="every product's stock", description="Every product's stock."
+        "stocks",
+        help="every product's stock",
+        description="Every product's stock.",
+        epilog="example: connexi-async partner stocks --format csv -o stock.csv",
     )
-    stocks.add_argument("--page-size", type=int, default=100)
+    stocks.add_argument("--page-size", type=int, default=100, help="records a page (1-100)")
     stocks.add_argument("--format", **fmt)
     stocks.add_argument("-o", "--output", help="file to write (default stdout)")
     _connection_options(stocks, partner=True)
@@ -94,6 +114,7 @@ def add_partner_commands(commands: Any) -> None:
         "history",
         help="the stock update jobs (inventory history)",
         description="The stock update jobs, each with its per-channel outcomes.",
+        epilog="example: connexi-async partner history --updated-since 1d",
     )
     history.add_argument("--updated-since", type=parse_time, default=None, help="2026-10-01, 7d")
     history.add_argument("--format", **fmt)
@@ -165,18 +186,42 @@ def add_partner_commands(commands: Any) -> None:
         epilog="example: connexi-async partner update-stock TOP0001-S --available 100 "
         "--channel bklp=30 --channel shpe=20 --wait",
     )
-    update.add_argument("sku")
-    update.add_argument("--available", type=int, required=True, metavar="N")
-    update.add_argument("--buffer", type=int, default=0, metavar="N")
-    update.add_argument("--warehouse", default="default")
+    update.add_argument("sku", help="the SKU in Connexi")
+    update.add_argument("--available", type=int, required=True, metavar="N", help="available stock")
+    update.add_argument(
+        "--buffer", type=int, default=0, metavar="N", help="buffer stock (default 0)"
+    )
+    update.add_argument("--warehouse", default="default", help='the warehouse (default "default")')
     update.add_argument(
         "--channel", action="append", default=[], metavar="CODE=QTY", help="repeat per channel"
     )
-    update.add_argument("--sync-stock", action="store_true")
+    update.add_argument(
+        "--sync-stock", action="store_true", help="sync with the marketplaces' stock"
+    )
     update.add_argument("--wait", action="store_true", help="wait for the job to finish")
-    update.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    update.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="with --wait (default 120)"
+    )
     _connection_options(update, partner=True)
     update.set_defaults(handler=cmd_update_stock)
+
+    wait = group.add_parser(
+        "wait",
+        help="wait for a stock update job",
+        description=(
+            "Wait for the stock update job CODE to finish and print its record; each "
+            "channel's outcome goes to stderr (exit code 6 when a channel failed, 5 when "
+            "it did not finish in time)."
+        ),
+        epilog="example: connexi-async partner wait 591d4ab5-841e-499a-bfa2-99a4fb879e44",
+    )
+    wait.add_argument("code", help="the transaction code update-stock printed")
+    wait.add_argument("--timeout", type=float, default=120.0, metavar="S", help="default 120")
+    wait.add_argument(
+        "--since", type=parse_time, default=None, help="read the history from (default 1d)"
+    )
+    _connection_options(wait, partner=True)
+    wait.set_defaults(handler=cmd_wait)
 
 
 # -- reads -------------------------------------------------------------------------------
@@ -214,15 +259,19 @@ async def cmd_history(args: argparse.Namespace) -> int:
 async def cmd_create(args: argparse.Namespace) -> int:
     try:
         # Strict: these are orders a person wrote, not what a server sent.
-        orders = decode_new_partner_orders(_orders_file(args.file), context=args.file, strict=True)
+        text, lines = _orders_file(args.file)
+        orders = decode_new_partner_orders(text, context=args.file, strict=True)
     except DecodeError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(_with_lines(str(exc), lines)) from None
     if not orders:
         raise UsageError(f"{args.file} holds no orders")
     async with connect_partner(args) as client:
-        result = await client.create_orders(
-            orders, on_unknown="raise" if args.no_reconcile else "reconcile"
-        )
+        try:
+            result = await client.create_orders(
+                orders, on_unknown="raise" if args.no_reconcile else "reconcile"
+            )
+        except OutcomeUnknownError as exc:
+            raise _unknown_orders(exc) from exc
     for order in result.created:
         sys.stdout.write(encode_record(order) + "\n")
     for failure in result.failed:
@@ -232,6 +281,29 @@ async def cmd_create(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+def _unknown_orders(error: OutcomeUnknownError) -> CommandError:
+    """What to do after a create whose outcome is unknown, in shell terms."""
+    done = error.result if isinstance(error.result, CreateResult) else CreateResult()
+    for order in done.created:
+        sys.stdout.write(encode_record(order) + "\n")
+    orders = [o for o in error.orders if isinstance(o, NewPartnerOrder)]
+    ids = ", ".join(o.order_id for o in orders[:10]) + (" ..." if len(orders) > 10 else "")
+    dates = [o.order_date for o in orders if o.order_date is not None]
+    look = ""
+    if dates:
+        since = format_instant(whole_second(min(dates), "order_date") - timedelta(minutes=15))
+        until = format_instant(whole_second(max(dates), "order_date") + timedelta(minutes=16))
+        look = f" Find out which exist with: connexi-async partner orders --since {since} --until {until}"
+    reason = str(error).split(";")[0]
+    return CommandError(
+        f"{reason}; the outcome of {_count(len(orders), 'order', 'orders')} is unknown "
+        f"({ids}), {_count(len(done.created), 'order', 'orders')} were created (on stdout), "
+        f"{len(error.unsent):,} not sent.{look} and send only the others (this file again "
+        "would have the server refuse those that exist as existing).",
+        EXIT_NETWORK,
+    )
 
 
 def _parse_change(text: str, kind: str) -> tuple[int, str]:
@@ -271,7 +343,7 @@ async def cmd_change(args: argparse.Namespace) -> int:
                 except InvalidTransitionError as exc:
                     raise UsageError(str(exc)) from None
         result = await client.change_statuses(changes)
-    return _report_changes(result)
+    return _report_changes(result, changes)
 
 
 async def _find_by_id(
@@ -281,7 +353,10 @@ async def _find_by_id(
     has no lookup by id)."""
     found: dict[int, PartnerOrder] = {}
     until = datetime.now(since.tzinfo) + timedelta(days=1)
-    print(f"reading the orders dated since {since:%Y-%m-%d} to find them...", file=sys.stderr)
+    print(
+        f"reading the orders dated since {format_instant(since)} to find them...",
+        file=sys.stderr,
+    )
     async with client.orders(since, until) as stream:
         async for order in stream:
             if order.id in ids:
@@ -291,15 +366,19 @@ async def _find_by_id(
     missing = sorted(ids - found.keys())
     if missing:
         raise UsageError(
-            f"no order {', '.join(map(str, missing))} dated since {since:%Y-%m-%d}: pass "
+            f"no order {', '.join(map(str, missing))} dated since {format_instant(since)}: pass "
             "--search-since further back, or --updated-at for one order"
         )
     return found
 
 
-def _report_changes(result: StatusResult) -> int:
+def _report_changes(result: StatusResult, changes: list[Any]) -> int:
+    asked = {change.id: change.updated_at for change in changes}
+    unchanged = 0
     for success in result.succeeded:
         sys.stdout.write(encode_record(success) + "\n")
+        if success.updated_at is not None and success.updated_at == asked.get(success.id):
+            unchanged += 1  # it already had that status: the server did nothing
     for failure in result.failed:
         now = f" (it is {failure.status}" if failure.status else ""
         if failure.updated_at is not None:
@@ -308,15 +387,22 @@ def _report_changes(result: StatusResult) -> int:
             f"refused order {failure.id}: {failure.message}{now + ')' if now else ''}",
             file=sys.stderr,
         )
+    changed = len(result.succeeded) - unchanged
     print(
-        f"changed {_count(len(result.succeeded), 'order', 'orders')}, "
-        f"{len(result.failed):,} refused",
+        f"changed {_count(changed, 'order', 'orders')}"
+        + (f", {unchanged:,} already so" if unchanged else "")
+        + f", {len(result.failed):,} refused",
         file=sys.stderr,
     )
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
 
 async def cmd_update_stock(args: argparse.Namespace) -> int:
+    if args.timeout is not None and not args.wait:
+        raise UsageError("--timeout goes with --wait")
+    timeout = 120.0 if args.timeout is None else args.timeout
+    if not timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout:g}")
     channels = []
     for text in args.channel:
         code, sep, qty = text.partition("=")
@@ -331,16 +417,47 @@ async def cmd_update_stock(args: argparse.Namespace) -> int:
         channel_stock=tuple(channels),
         sync_stock=args.sync_stock,
     )
+    try:
+        check_stock_update(update)
+    except EncodeError as exc:
+        raise UsageError(str(exc)) from None
     async with connect_partner(args) as client:
-        code = await client.update_stock(update)
-        print(code)
-        sys.stdout.flush()
+        try:
+            code = await client.update_stock(update)
+        except OutcomeUnknownError as exc:
+            sent = format_instant(whole_second(exc.sent_at, "sent_at")) if exc.sent_at else "1h"
+            raise CommandError(
+                f"{str(exc).split(';')[0]}; the stock update of {args.sku} may or may not "
+                "have been accepted: do not send it again before looking for its job with: "
+                f"connexi-async partner history --updated-since {sent}",
+                EXIT_NETWORK,
+            ) from exc
         if not args.wait:
+            print(code)
             return EXIT_OK
-        record = await client.wait_for_stock_update(code, timeout=args.timeout)
+        print(f"transaction code {code}; waiting for the job...", file=sys.stderr)
+        return await _wait(client, code, timeout, None)
+
+
+async def cmd_wait(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    async with connect_partner(args) as client:
+        return await _wait(client, args.code, args.timeout, args.since)
+
+
+async def _wait(client: PartnerClient, code: str, seconds: float, since: datetime | None) -> int:
+    try:
+        record = await client.wait_for_stock_update(code, timeout=seconds, since=since)
+    except StockUpdateTimeoutError as exc:
+        raise CommandError(
+            f"{str(exc).split(';')[0]}; wait again with: connexi-async partner wait {code}",
+            EXIT_NETWORK,
+        ) from exc
     sys.stdout.write(encode_record(record) + "\n")
-    failed = [item for item in record.items if not item.success]
+    if not record.items:
+        print("the job finished with no channel outcomes (no channel_stock)", file=sys.stderr)
     for item in record.items:
         outcome = "ok" if item.success else "FAILED"
         print(f"{item.channel}: {outcome}: {item.message}", file=sys.stderr)
-    return EXIT_PARTIAL if failed else EXIT_OK
+    return EXIT_PARTIAL if any(not item.success for item in record.items) else EXIT_OK

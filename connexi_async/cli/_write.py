@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import difflib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -71,29 +72,56 @@ async def cmd_update_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _orders_file(path: str) -> bytes:
+def _orders_file(path: str) -> tuple[bytes, list[int] | None]:
     """A file of orders as one JSON array: a JSON array, an ``{"orders": [...]}`` object,
-    or JSON Lines (one order a line, a single line included)."""
-    text = Path(path).read_bytes().strip()
+    one order as an object, or JSON Lines (one order a line). For JSON Lines, the line
+    number of each record, so messages can name lines (see :func:`_with_lines`)."""
+    text = Path(path).read_bytes().removeprefix(b"\xef\xbb\xbf").strip()
     if not text:
         raise UsageError(f"{path} holds no orders")
     if text.startswith(b"["):
-        return text
+        return text, None
     if text.startswith(b"{"):
         with contextlib.suppress(ValueError):
             whole = json.loads(text)
             if isinstance(whole, dict) and ("orders" in whole or "data" in whole):
-                return text
-    lines = [line for line in text.splitlines() if line.strip()]
-    return b"[" + b",".join(lines) + b"]"
+                return text, None
+            if isinstance(whole, dict):
+                return b"[" + text + b"]", None  # one order
+    lines: list[int] = []
+    records: list[bytes] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{path} line {number}: invalid JSON: {exc}") from None
+        lines.append(number)
+        records.append(line)
+    return b"[" + b",".join(records) + b"]", lines
+
+
+def _with_lines(message: str, lines: list[int] | None) -> str:
+    """``$[3].total`` as ``line 5: $.total`` for a JSON Lines file."""
+    if lines is None:
+        return message
+
+    def line(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        number = lines[index] if index < len(lines) else index + 1
+        return f"line {number}: $"
+
+    return re.sub(r"\$\[(\d+)\]", line, message)
 
 
 async def cmd_create(args: argparse.Namespace) -> int:
     try:
         # Strict: these are orders a person wrote, not what a server sent.
-        new_orders = decode_new_orders(_orders_file(args.file), context=args.file, strict=True)
+        text, lines = _orders_file(args.file)
+        new_orders = decode_new_orders(text, context=args.file, strict=True)
     except DecodeError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(_with_lines(str(exc), lines)) from None
     if not new_orders:
         raise UsageError(f"{args.file} holds no orders")
     async with connect(args) as client:

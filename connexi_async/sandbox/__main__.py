@@ -93,6 +93,7 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"CONNEXI_API_KEY={creds['api_key']}", flush=True)
         print(f"CONNEXI_API_SECRET={creds['api_secret']}", flush=True)
         partner = sandbox.partner_credentials
+        print(f"CONNEXI_PARTNER_BASE_URL={partner['base_url']}", flush=True)
         print(f"CONNEXI_PARTNER_ID={partner['partner_id']}", flush=True)
         print(f"CONNEXI_PARTNER_SECRET={partner['partner_secret']}", flush=True)
         if sandbox.tls:

@@ -163,9 +163,14 @@ async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamRes
     response.content_type = "application/json"
     response.content_length = sum(len(p) for p in parts)
     await response.prepare(request)
-    for part in parts:
-        await response.write(part)
-    await response.write_eof()
+    try:
+        for part in parts:
+            await response.write(part)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client stopped reading (a stream left early, `| head`): nothing to report,
+        # as a real server would not print a traceback into the client's terminal.
+        pass
     return response
 
 

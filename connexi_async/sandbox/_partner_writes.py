@@ -26,7 +26,7 @@ from .._convert import (
     status_changes_steps,
 )
 from .._cooperative import Steps, run_sliced, run_steps
-from .._errors import DecodeError, EncodeError, FieldError
+from .._errors import DecodeError, EncodeError
 from .._models import (
     CreatedProduct,
     CreateFailure,
@@ -68,7 +68,7 @@ def _problems(check: Callable[[list[Any]], Steps[Any]], record: Any, prefix: str
     try:
         run_steps(check([record]))
     except EncodeError as exc:
-        errors: list[FieldError] = getattr(exc, "errors", [])
+        errors = exc.errors
         return "; ".join(f"{e.path.removeprefix(prefix)}: {e.message}" for e in errors) or str(exc)
     return None
 
@@ -218,9 +218,10 @@ def _change(
             "the order was changed after the given updated_at: read it again and send its "
             "current updated_at"
         )
-    if target == current:
+    repack = target == current == "packed" and change.airwaybill_number != order.airwaybill_number
+    if target == current and not repack:
         return StatusSuccess(id=order.id, status=current, updated_at=order.updated_at)
-    if target not in TRANSITIONS.get(current, frozenset()):
+    if target not in TRANSITIONS.get(current, frozenset()) and not repack:
         return refuse(f"an order that is {current} cannot become {target}")
     fields: dict[str, Any] = {"order_status": target}
     if target == "packed":
@@ -233,7 +234,7 @@ def _change(
     previous = order.updated_at
     stamp = moment if previous is None else max(moment, previous + timedelta(microseconds=1))
     fields["updated_at"] = stamp
-    if target in STAMPS:
+    if target in STAMPS and not repack:  # a new airwaybill: the order was packed before
         at, by = STAMPS[target]
         fields[at] = stamp
         if by is not None:
