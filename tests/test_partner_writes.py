@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import pickle
 import sys
@@ -208,7 +209,7 @@ def test_changes_are_checked_before_sending(changes: list[Any], fragment: str) -
     [
         (StockUpdate(sku="A", available_stock=-1), "at least 0"),
         (StockUpdate(sku="A", available_stock=5, buffer_stock=6), "more than available_stock"),
-        (StockUpdate(sku="A", available_stock=True), "whole number"),
+        (StockUpdate(sku="A", available_stock=True), "expected an int, got bool"),
         (StockUpdate(sku="", available_stock=1), "update.sku"),
         (StockUpdate(sku="A", available_stock=1, channel_stock=(ChannelStock(code="bklp", qty=1), ChannelStock(code="bklp", qty=2))), "twice"),
         (StockUpdate(sku="A", available_stock=1, channel_stock=(ChannelStock(code="bklp", qty=-3),)), "qty"),
@@ -992,3 +993,19 @@ async def test_cli_stock_options_are_checked_before_sending_and_jobs_can_be_awai
     code, out, err = await run_cli("wait", "no-such-code", "--timeout", "0.3", "--sandbox")
     assert code == 5
     assert "wait again with: connexi-async partner wait no-such-code" in err
+
+
+async def test_a_client_leaving_early_leaves_no_traceback_in_the_sandbox(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: the sandbox logged "Error handling request" with a traceback (into the
+    user's terminal under --sandbox) when a client stopped reading a stream."""
+    caplog.set_level(logging.ERROR)
+    period = (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+    async with Sandbox(orders=1_000) as sandbox, partner_for(sandbox) as client:
+        for _ in range(10):
+            async with client.orders(*period) as stream:
+                async for _order in stream:
+                    break
+        await asyncio.sleep(0.2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

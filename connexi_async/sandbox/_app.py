@@ -162,8 +162,8 @@ async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamRes
     response = web.StreamResponse()
     response.content_type = "application/json"
     response.content_length = sum(len(p) for p in parts)
-    await response.prepare(request)
     try:
+        await response.prepare(request)
         for part in parts:
             await response.write(part)
         await response.write_eof()
