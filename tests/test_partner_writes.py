@@ -1009,3 +1009,21 @@ async def test_a_client_leaving_early_leaves_no_traceback_in_the_sandbox(
                     break
         await asyncio.sleep(0.2)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_the_documented_create_example_signs_to_its_known_answer_through_the_sandbox() -> (
+    None
+):
+    """The documentation's Create Order example (its exact bytes, signed without the
+    leading slash as it is): the documented signature, accepted by the sandbox."""
+    body = (Path(__file__).parent / "partner_create_example.json").read_bytes()
+    async with (
+        Sandbox(orders=10, days=1, partner_secret=DOC_SECRET) as sandbox,
+        partner_for(sandbox, sign_leading_slash=False) as client,
+    ):
+        sandbox.partner_signature_form = "no-slash"
+        headers = client._transport._auth.headers("/v1/partner/order", body)
+        assert headers["secret"] == "CxWnlMigAoSQgKcFIxVme0bXYk8Ftk99daJXssYCXC8="
+        response = await client._transport.request("POST", "/v1/partner/order", body=body)
+        assert response.status == 200
+        assert sandbox.recorder.writes[-1] == ("POST /v1/partner/order", body)

@@ -15,7 +15,6 @@ from typing import Any
 
 from .._convert import decode_new_partner_orders, encode_record
 from .._errors import (
-    DecodeError,
     EncodeError,
     InvalidTransitionError,
     OutcomeUnknownError,
@@ -53,7 +52,7 @@ from ._common import (
     parse_time,
 )
 from ._read import _drain
-from ._write import _orders_file, _with_lines
+from ._write import read_orders_file
 
 __all__ = ["add_partner_commands"]
 
@@ -257,14 +256,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
 
 
 async def cmd_create(args: argparse.Namespace) -> int:
-    try:
-        # Strict: these are orders a person wrote, not what a server sent.
-        text, lines = _orders_file(args.file)
-        orders = decode_new_partner_orders(text, context=args.file, strict=True)
-    except DecodeError as exc:
-        raise UsageError(_with_lines(str(exc), lines)) from None
-    if not orders:
-        raise UsageError(f"{args.file} holds no orders")
+    orders = read_orders_file(args.file, decode_new_partner_orders)
     async with connect_partner(args) as client:
         try:
             result = await client.create_orders(

@@ -8,7 +8,9 @@ import difflib
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .._convert import decode_new_orders, decode_status_updates, encode_record
 from .._errors import (
@@ -22,6 +24,8 @@ from ._common import (
     _count,
     connect,
 )
+
+T = TypeVar("T")
 
 
 def _read_updates(args: argparse.Namespace) -> list[StatusUpdate]:
@@ -115,15 +119,21 @@ def _with_lines(message: str, lines: list[int] | None) -> str:
     return re.sub(r"\$\[(\d+)\]", line, message)
 
 
-async def cmd_create(args: argparse.Namespace) -> int:
+def read_orders_file(path: str, decode: Callable[..., list[T]]) -> list[T]:
+    """The orders of a file a person wrote, decoded strictly (unknown fields and
+    zoneless times refused), problems named by line for JSON Lines."""
+    text, lines = _orders_file(path)
     try:
-        # Strict: these are orders a person wrote, not what a server sent.
-        text, lines = _orders_file(args.file)
-        new_orders = decode_new_orders(text, context=args.file, strict=True)
+        orders = decode(text, context=path, strict=True)
     except DecodeError as exc:
         raise UsageError(_with_lines(str(exc), lines)) from None
-    if not new_orders:
-        raise UsageError(f"{args.file} holds no orders")
+    if not orders:
+        raise UsageError(f"{path} holds no orders")
+    return orders
+
+
+async def cmd_create(args: argparse.Namespace) -> int:
+    new_orders = read_orders_file(args.file, decode_new_orders)
     async with connect(args) as client:
         created = await client.create_orders(new_orders)
     for order in created:
