@@ -81,9 +81,9 @@ _MAX_SENDS = 3  # sends of one batch whose outcome stays unknown, lookups in bet
 _LOOKUP_WAITS = (0.5, 1.0, 2.0)  # a listing that lags behind writes: look again after these
 _TRANSACTION_ANSWER = 64 * 1024  # an Update Stocks answer is a few dozen bytes
 
-# A lookup's findings: natural key -> (the server's record, whether it can be ours: made
-# no earlier than the call, and matching what was sent).
-Found = dict[str, tuple[Any, bool]]
+# A lookup's findings: natural key -> (the server's record, why it cannot be ours: made
+# before the call, or not what was sent; "" when it can be).
+Found = dict[str, tuple[Any, str]]
 Find = Callable[[list[Any], datetime], Awaitable[Found]]
 
 
@@ -121,6 +121,9 @@ class _Creation:
     result: type[CreateResult] | type[ProductResult]
     failure: Callable[[Any, str], Any]  # a failure of ours for a record to create
     unknown_hint: str
+    # A failure's key may be shared by several records to create (products: variants
+    # share a partner_sku), so they go out in different POSTs.
+    shared_failure_keys: bool = False
 
 
 _ORDER_CREATION = _Creation(
@@ -156,16 +159,60 @@ _PRODUCT_CREATION = _Creation(
         'the products may or may not have been created. Pass on_unknown="reconcile" to look '
         "them up by sku and send only the missing ones."
     ),
+    shared_failure_keys=True,
 )
 
 
-def _existed_before(record: Any) -> str:
-    made = getattr(record, "created_at", None)
-    when = f" (created at {made.isoformat()})" if made is not None else ""
+def _existed_before(record: Any, why: str) -> str:
     return (
-        f"already existed before this call{when}, and differs from what was sent or is "
-        "older: found while settling an unknown outcome, so not reported as created"
+        f"already existed before this call ({why}): found while settling an unknown "
+        "outcome, so not reported as created"
     )
+
+
+def _batches(items: list[Any], spec: _Creation, size: int) -> list[list[Any]]:
+    """``items`` in batches of ``size``, no two of one batch sharing the key a failure
+    names (products: variants share a ``partner_sku``, and a refusal names only that,
+    so two variants go out in different POSTs)."""
+    if not spec.shared_failure_keys:
+        return [items[first : first + size] for first in range(0, len(items), size)]
+    batches: list[list[Any]] = []
+    keys: list[set[str]] = []
+    for item in items:
+        key = spec.failed_key_of(item)
+        for batch, taken in zip(batches, keys, strict=True):
+            if key not in taken and len(batch) < size:
+                batch.append(item)
+                taken.add(key)
+                break
+        else:
+            batches.append([item])
+            keys.append({key})
+    return batches
+
+
+def _carry(
+    exc: ConnexiError,
+    spec: _Creation,
+    created: list[Any],
+    failed: list[Any],
+    unsent: tuple[Any, ...],
+) -> None:
+    """What is known, on an error leaving a creation: the records of the batches before
+    it and what its own batch settled (``result``), and what was not sent (``unsent``:
+    a batch refused whole, or not sent for a rate limit, is in it too)."""
+    known = getattr(exc, "result", None)
+    if not isinstance(known, spec.result):
+        known = spec.result()
+    result = spec.result(created=(*created, *known.created), failed=(*failed, *known.failed))
+    not_sent = (*getattr(exc, "unsent", ()), *unsent)
+    exc.result = result  # type: ignore[attr-defined]
+    exc.unsent = not_sent  # type: ignore[attr-defined]
+    if not isinstance(exc, OutcomeUnknownError):
+        exc.add_note(
+            f"{len(result.created)} {spec.noun} were created before this error "
+            f"(error.result), {len(not_sent)} were not sent (error.unsent)"
+        )
 
 
 def _answered(
@@ -174,7 +221,9 @@ def _answered(
     """An answer held to what was sent: each record once, none for a key not sent, and a
     key both created and refused counted as created (the record exists)."""
     sent = {spec.key(item) for item in pending}
-    sent_failed = {spec.failed_key_of(item) for item in pending}
+    covering: dict[str, list[str]] = {}  # a failure's key -> the keys of what it names
+    for item in pending:
+        covering.setdefault(spec.failed_key_of(item), []).append(spec.key(item))
     created: list[Any] = []
     made: set[str] = set()
     for record in ok:
@@ -188,10 +237,10 @@ def _answered(
     seen: set[str] = set()
     for failure in bad:
         key = spec.failed_key(failure)
-        covered = [i for i in pending if spec.failed_key_of(i) == key]
-        if key not in sent_failed:
+        covered = covering.get(key)
+        if covered is None:
             logger.warning("POST %s: the answer refuses %r, which was not sent", spec.path, key)
-        elif key not in seen and not all(spec.key(i) in made for i in covered):
+        elif key not in seen and not all(k in made for k in covered):
             seen.add(key)
             refused.append(failure)
     return created, refused
@@ -279,15 +328,22 @@ class PartnerWrites:
         items = await run_sliced(check_new_orders(error.orders))
         margin = _check_margin(margin)
         sent_at = error.sent_at or self._transport.wall_clock()
-        created, failed = await self._create_batch(
-            items,
-            _ORDER_CREATION,
-            "reconcile",
-            self._order_finder(margin),
-            sent_at - margin,
-            unknown=True,
-        )
         before = error.result if isinstance(error.result, CreateResult) else CreateResult()
+        try:
+            created, failed = await self._create_batch(
+                items,
+                _ORDER_CREATION,
+                "reconcile",
+                self._order_finder(margin),
+                sent_at - margin,
+                unknown=True,
+                sent_at=sent_at,
+            )
+        except ConnexiError as exc:
+            # Raised again with everything the first error knew (its send time above all:
+            # a later reconcile tells our orders from older ones by it).
+            _carry(exc, _ORDER_CREATION, list(before.created), list(before.failed), error.unsent)
+            raise
         return CreateResult(created=(*before.created, *created), failed=(*before.failed, *failed))
 
     def _order_finder(self, margin: timedelta) -> Find:
@@ -297,13 +353,14 @@ class PartnerWrites:
             for key, record in (await self._find_orders(wanted, margin)).items():
                 made, date, order = record.created_at, record.order_date, sent[key]
                 assert order.order_date is not None  # checked before sending
-                ours = (
-                    (made is None or made >= not_before)
-                    and date is not None
-                    and abs(date - order.order_date) < timedelta(seconds=1)
-                    and record.customer_reference == order.customer_reference
-                )
-                found[key] = (record, ours)
+                why = ""
+                if made is not None and made < not_before:
+                    why = f"created at {made.isoformat()}, before this call"
+                elif date is None or abs(date - order.order_date) >= timedelta(seconds=1):
+                    why = f"its order_date is {date.isoformat() if date else 'not set'}"
+                elif record.customer_reference.strip() != order.customer_reference.strip():
+                    why = f"its customer_reference is {record.customer_reference!r}"
+                found[key] = (record, why)
             return found
 
         return find
@@ -356,9 +413,11 @@ class PartnerWrites:
                     if product is None:
                         continue
                     made = stock.created_at
-                    ours = (made is None or made >= not_before) and (
-                        stock.partner_sku == product.partner_sku
-                    )
+                    why = ""
+                    if made is not None and made < not_before:
+                        why = f"created at {made.isoformat()}, before this call"
+                    elif stock.partner_sku != product.partner_sku:
+                        why = f"its partner_sku is {stock.partner_sku!r}"
                     record = CreatedProduct(
                         id=stock.id,
                         sku=stock.sku,
@@ -366,7 +425,7 @@ class PartnerWrites:
                         partner_variant_sku=stock.partner_variant_sku,
                         name=stock.name,
                     )
-                    found[stock.sku] = (record, ours)
+                    found[stock.sku] = (record, why)
             return found
 
         created, failed = await self._create(items, _PRODUCT_CREATION, on_unknown, find, margin)
@@ -382,20 +441,19 @@ class PartnerWrites:
         find: Find,
         margin: timedelta,
     ) -> tuple[list[Any], list[Any]]:
-        """Every batch of ``items`` created: (created records, failures)."""
+        """Every batch of ``items`` created: (created records, failures). An error
+        carries what is known: ``result`` (the batches before, and what its own batch
+        settled) and ``unsent`` (what was not sent)."""
         created: list[Any] = []
         failed: list[Any] = []
-        for first in range(0, len(items), self.max_batch):
-            batch = items[first : first + self.max_batch]
+        batches = _batches(items, spec, self.max_batch)
+        for number, batch in enumerate(batches):
             not_before = self._transport.wall_clock() - margin
             try:
                 ok, bad = await self._create_batch(batch, spec, on_unknown, find, not_before)
-            except OutcomeUnknownError as exc:
-                known = exc.result if isinstance(exc.result, spec.result) else spec.result()
-                exc.result = spec.result(
-                    created=(*created, *known.created), failed=(*failed, *known.failed)
-                )
-                exc.unsent = tuple(items[first + len(batch) :])
+            except ConnexiError as exc:
+                later = tuple(item for rest in batches[number + 1 :] for item in rest)
+                _carry(exc, spec, created, failed, later)
                 raise
             created += ok
             failed += bad
@@ -410,6 +468,7 @@ class PartnerWrites:
         not_before: datetime,
         *,
         unknown: bool = False,
+        sent_at: datetime | None = None,
     ) -> tuple[list[Any], list[Any]]:
         """One batch created, exactly once: (created records, failures). ``unknown``:
         the batch was sent already with no known outcome (reconcile): look first.
@@ -423,7 +482,6 @@ class PartnerWrites:
         failed: list[Any] = []
         pending = batch
         resent = unknown
-        sent_at: datetime | None = None
 
         def unknown_error(
             message: str, orders: list[Any], cause: BaseException | None = None
@@ -455,11 +513,11 @@ class PartnerWrites:
                 entry = found.get(spec.key(item))
                 if entry is None:
                     continue
-                record, ours = entry
-                if ours:
+                record, why = entry
+                if not why:
                     created.append(record)
                 else:
-                    failed.append(spec.failure(item, _existed_before(record)))
+                    failed.append(spec.failure(item, _existed_before(record, why)))
             return [item for item in items if spec.key(item) not in found]
 
         if unknown:
@@ -493,6 +551,14 @@ class PartnerWrites:
                 pending = await settle(pending, patient=False)
                 resent = True
                 continue
+            except ConnexiError as exc:
+                # Refused whole (a 400), or not sent (a rate limit past its retries): not
+                # created; what this batch settled before stays known.
+                exc.result = spec.result(  # type: ignore[attr-defined]
+                    created=tuple(created), failed=tuple(failed)
+                )
+                exc.unsent = tuple(pending)  # type: ignore[attr-defined]
+                raise
             ok, bad = _answered(pending, ok, bad, spec)
             created += ok
             made = {spec.created_key(record) for record in ok}
@@ -504,7 +570,8 @@ class PartnerWrites:
             ]
             # Refused as existing after a send of ours whose outcome was unknown: ours.
             ours = [failure for failure in bad if resent and failure.already_exists]
-            failed += [failure for failure in bad if failure not in ours]
+            theirs = {id(failure) for failure in ours}
+            failed += [failure for failure in bad if id(failure) not in theirs]
             if silent and on_unknown == "raise":
                 raise unknown_error(
                     f"was answered, but the answer does not mention {len(silent)} "
@@ -714,8 +781,8 @@ class PartnerWrites:
             except TimeoutError:
                 pass
             except (TransportError, WindowError, APIError) as exc:
-                if isinstance(exc, APIError) and exc.status in (401, 403, 404):
-                    raise  # not what another poll mends
+                if isinstance(exc, APIError) and 400 <= exc.status < 500 and exc.status != 429:
+                    raise  # a request the server refuses: not what another poll mends
                 problem = exc
                 logger.warning("polling the stock update %s failed: %s", transaction_code, exc)
             if last is not None and last.finished_at is not None:

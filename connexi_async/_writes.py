@@ -190,8 +190,12 @@ def check_new_orders(orders: object) -> Steps[list[NewPartnerOrder]]:
     items = records_of(orders, NewPartnerOrder, "orders")
     problems: list[FieldError] = []
     seen: dict[Any, int] = {}
+    work = 0  # records checked since the last yield, line items included
     for index, order in enumerate(items):
-        if index % _SLICE == _SLICE - 1:
+        lines = order.line_items
+        work += 1 + (len(lines) if isinstance(lines, tuple | list) else 0)
+        if work >= _SLICE:
+            work = 0
             yield
         path = f"orders[{index}]"
         _values(order, path, problems, required=_ORDER_REQUIRED, keys=("order_id",))
@@ -205,7 +209,6 @@ def check_new_orders(orders: object) -> Steps[list[NewPartnerOrder]]:
             problems.append(
                 FieldError(f"{path}.status", f"{status!r} is not one of {', '.join(_STATUSES)}")
             )
-        lines = order.line_items
         if not isinstance(lines, tuple | list) or not lines:
             problems.append(FieldError(f"{path}.line_items", "at least one line item is required"))
             continue

@@ -13,12 +13,14 @@ import logging
 import os
 import pickle
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from aiohttp import web
 from hypothesis import given
@@ -26,10 +28,12 @@ from hypothesis import strategies as st
 
 from connexi_async import (
     Accept,
+    BadRequestError,
     Cancel,
     ChannelStock,
     Complete,
     ConfigurationError,
+    CreateFailure,
     CreateResult,
     DecodeError,
     EncodeError,
@@ -734,7 +738,8 @@ async def test_cli_partner_orders_and_credentials(tmp_path: Path) -> None:
 class FakePartner:
     """A partner server of our own, unlike the sandbox: its ``answers`` shape each create
     answer in turn (``"drop"`` processes and hangs up; ``"partial"`` creates the first
-    order only and hangs up; ``"hangup"`` hangs up before doing anything; ``"silent"``
+    order only and hangs up; ``"hangup"`` hangs up before doing anything; ``"reject"``
+    refuses the whole request with a 400; ``"silent"``
     leaves the last order out; ``"garbled"`` repeats records, adds one never sent and
     refuses a created one), and
     ``lag`` hides created orders from the listing for that many reads."""
@@ -762,6 +767,8 @@ class FakePartner:
         sent = (await request.json())["orders"]
         self.posts.append([o["order_id"] for o in sent])
         answer = self.answers.pop(0) if self.answers else "plain"
+        if answer == "reject":
+            return web.json_response({"message": "invalid request", "reference": "r"}, status=400)
         if answer in ("hangup", "partial"):
             if answer == "partial":
                 self.orders[sent[0]["order_id"]] = self.record(sent[0])
@@ -802,7 +809,7 @@ class FakePartner:
 
 
 @contextlib.asynccontextmanager
-async def fake_partner(fake: FakePartner) -> AsyncIterator[PartnerClient]:
+async def fake_server(fake: FakePartner) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/v1/partner/order", fake.post)
     app.router.add_get("/v1/partner/order", fake.get)
@@ -812,13 +819,21 @@ async def fake_partner(fake: FakePartner) -> AsyncIterator[PartnerClient]:
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        async with PartnerClient(
-            partner_id="p", partner_secret="s", base_url=f"http://{host}:{port}",
-            backoff_base=0.001, backoff_max=0.01, sleep=_no_wait,
-        ) as client:  # fmt: skip
-            yield client
+        yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def fake_partner(fake: FakePartner, **options: Any) -> AsyncIterator[PartnerClient]:
+    async with (
+        fake_server(fake) as url,
+        PartnerClient(
+            partner_id="p", partner_secret="s", base_url=url,
+            **{"backoff_base": 0.001, "backoff_max": 0.01, "sleep": _no_wait, **options},
+        ) as client,
+    ):  # fmt: skip
+        yield client
 
 
 async def _no_wait(_: float) -> None:
@@ -1027,3 +1042,95 @@ async def test_the_documented_create_example_signs_to_its_known_answer_through_t
         response = await client._transport.request("POST", "/v1/partner/order", body=body)
         assert response.status == 200
         assert sandbox.recorder.writes[-1] == ("POST /v1/partner/order", body)
+
+
+async def test_a_second_reconcile_keeps_the_first_send_and_what_was_known() -> None:
+    orders = [new_order(n) for n in range(1, 5)]
+    async with (
+        Sandbox(orders=50, days=3) as sandbox,
+        partner_for(sandbox, max_batch=2, max_attempts=1) as client,
+    ):
+        posts = 0
+
+        def second(_: object) -> bool:
+            nonlocal posts
+            posts += 1
+            return posts == 2
+
+        sandbox.faults.script("POST /v1/partner/order", "disconnect_after", when=second)
+        with pytest.raises(OutcomeUnknownError) as first:
+            await client.create_orders(orders)
+        assert [o.order_id for o in first.value.result.created] == ["ORD-1", "ORD-2"]  # type: ignore[union-attr]
+        sandbox.faults.script("GET /v1/partner/order", "unavailable")
+        with pytest.raises(OutcomeUnknownError) as second_error:
+            await client.reconcile(first.value)
+        again = second_error.value
+        assert again.sent_at == first.value.sent_at
+        assert again.result == first.value.result
+        assert again.unsent == first.value.unsent == ()
+        result = await client.reconcile(again)
+    assert [o.order_id for o in result.created] == ["ORD-1", "ORD-2", "ORD-3", "ORD-4"]
+    assert result.failed == ()
+
+
+async def test_an_error_on_a_later_batch_carries_what_the_earlier_ones_did() -> None:
+    orders = [new_order(n) for n in range(1, 7)]
+    fake = FakePartner(answers=["plain", "reject"])
+    async with fake_partner(fake, max_batch=2) as client:
+        with pytest.raises(BadRequestError) as caught:
+            await client.create_orders(orders)
+    error: Any = caught.value
+    assert [o.order_id for o in error.result.created] == ["ORD-1", "ORD-2"]
+    assert [o.order_id for o in error.unsent] == ["ORD-3", "ORD-4", "ORD-5", "ORD-6"]
+    assert "2 orders were created before this error" in " ".join(error.__notes__)
+
+
+def test_holding_an_answer_to_what_was_sent_is_linear() -> None:
+    """Regression: 1,000 refusals took ~100 ms (every failure scanned every order)."""
+    from connexi_async._partner_writes import _ORDER_CREATION, _answered
+
+    pending = [new_order(n, order_id=f"R-{n}") for n in range(20_000)]
+    bad = [CreateFailure(order_id=o.order_id, reason="no") for o in pending]
+    started = time.perf_counter()
+    created, refused = _answered(pending, [], bad, _ORDER_CREATION)
+    assert (created, len(refused)) == ([], 20_000)
+    assert time.perf_counter() - started < 5  # quadratic: minutes
+
+
+async def test_variants_sharing_a_partner_sku_go_out_in_different_posts() -> None:
+    variants = [
+        attrs.evolve(new_product(f"TS-{size}"), partner_sku="TSHIRT") for size in ("S", "M", "L")
+    ]
+    async with Sandbox(orders=10, days=1) as sandbox, partner_for(sandbox) as client:
+        result = await client.create_products([*variants, new_product("CAP")])
+        bodies = [json.loads(body)["products"] for route, body in sandbox.recorder.writes]
+    assert [[p["sku"] for p in body] for body in bodies] == [["TS-S", "CAP"], ["TS-M"], ["TS-L"]]
+    assert sorted(p.sku for p in result.created) == ["CAP", "TS-L", "TS-M", "TS-S"]
+
+
+async def test_cli_names_refusals_and_lines_when_an_outcome_is_unknown(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"order_id": f"ORD-{n}", "order_date": f"2026-10-03T09:0{n}:00Z", "customer_reference": f"CUST{n}", "delivery_street_address": "Jl", "delivery_city": "X", "delivery_region": "Y", "delivery_suburb": "Z", "delivery_country": "ID", "delivery_post_code": "1", "delivery_method": "JNE", "payment_method": "COD", "line_items": [{"sku": "S", "name": "N", "quantity": 1, "raw_price": 10}]})
+        for n in (1, 2, 3)
+    ]  # fmt: skip
+    file = tmp_path / "orders.jsonl"
+    file.write_text("\n".join(lines) + "\n")
+    fake = FakePartner(answers=["silent"])
+    fake.orders["ORD-1"] = {"order_id": "ORD-1"}  # refused as existing
+    async with fake_server(fake) as url:
+        env = {
+            "CONNEXI_PARTNER_ID": "p",
+            "CONNEXI_PARTNER_SECRET": "s",
+            "CONNEXI_PARTNER_BASE_URL": url,
+        }
+        code, out, err = await run_cli("create", str(file), "--no-reconcile", env=env)
+    assert code == 5, err
+    assert [json.loads(line)["order_id"] for line in out.splitlines()] == ["ORD-2"]
+    assert "refused ORD-1: existing order" in err
+    assert "(ORD-3)" in err
+    assert "connexi-async partner orders --since" in err
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(lines[0] + "\n" + lines[0] + "\n")
+    code, _, err = await run_cli("create", str(twice), "--sandbox")
+    assert code == 2
+    assert "line 2: $.order_id" in err

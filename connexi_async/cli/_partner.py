@@ -37,7 +37,7 @@ from .._models import (
 )
 from .._partner import PartnerClient
 from .._windows import whole_second
-from .._writes import check_stock_update
+from .._writes import check_new_orders, check_stock_update
 from ._common import (
     _ORDER_ID,
     EXIT_NETWORK,
@@ -256,7 +256,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
 
 
 async def cmd_create(args: argparse.Namespace) -> int:
-    orders = read_orders_file(args.file, decode_new_partner_orders)
+    orders = read_orders_file(args.file, decode_new_partner_orders, check_new_orders)
     async with connect_partner(args) as client:
         try:
             result = await client.create_orders(
@@ -280,6 +280,8 @@ def _unknown_orders(error: OutcomeUnknownError) -> CommandError:
     done = error.result if isinstance(error.result, CreateResult) else CreateResult()
     for order in done.created:
         sys.stdout.write(encode_record(order) + "\n")
+    for failure in done.failed:
+        print(f"refused {failure.order_id}: {failure.reason}", file=sys.stderr)
     orders = [o for o in error.orders if isinstance(o, NewPartnerOrder)]
     ids = ", ".join(o.order_id for o in orders[:10]) + (" ..." if len(orders) > 10 else "")
     dates = [o.order_date for o in orders if o.order_date is not None]
@@ -292,6 +294,7 @@ def _unknown_orders(error: OutcomeUnknownError) -> CommandError:
     return CommandError(
         f"{reason}; the outcome of {_count(len(orders), 'order', 'orders')} is unknown "
         f"({ids}), {_count(len(done.created), 'order', 'orders')} were created (on stdout), "
+        f"{len(done.failed):,} refused, "
         f"{len(error.unsent):,} not sent.{look} and send only the others (this file again "
         "would have the server refuse those that exist as existing).",
         EXIT_NETWORK,

@@ -10,11 +10,13 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .._convert import decode_new_orders, decode_status_updates, encode_record
+from .._cooperative import Steps, run_steps
 from .._errors import (
     DecodeError,
+    EncodeError,
 )
 from .._models import OrderStatus, StatusUpdate
 from ._common import (
@@ -107,7 +109,8 @@ def _orders_file(path: str) -> tuple[bytes, list[int] | None]:
 
 
 def _with_lines(message: str, lines: list[int] | None) -> str:
-    """``$[3].total`` as ``line 5: $.total`` for a JSON Lines file."""
+    """``$[3].total`` (or ``orders[3].total``) as ``line 5: $.total`` for a JSON Lines
+    file."""
     if lines is None:
         return message
 
@@ -116,10 +119,14 @@ def _with_lines(message: str, lines: list[int] | None) -> str:
         number = lines[index] if index < len(lines) else index + 1
         return f"line {number}: $"
 
-    return re.sub(r"\$\[(\d+)\]", line, message)
+    return re.sub(r"(?:\$|\borders)\[(\d+)\]", line, message)
 
 
-def read_orders_file(path: str, decode: Callable[..., list[T]]) -> list[T]:
+def read_orders_file(
+    path: str,
+    decode: Callable[..., list[T]],
+    check: Callable[[list[T]], Steps[Any]] | None = None,
+) -> list[T]:
     """The orders of a file a person wrote, decoded strictly (unknown fields and
     zoneless times refused), problems named by line for JSON Lines."""
     text, lines = _orders_file(path)
@@ -129,6 +136,11 @@ def read_orders_file(path: str, decode: Callable[..., list[T]]) -> list[T]:
         raise UsageError(_with_lines(str(exc), lines)) from None
     if not orders:
         raise UsageError(f"{path} holds no orders")
+    if check is not None:
+        try:
+            run_steps(check(orders))
+        except EncodeError as exc:
+            raise UsageError(_with_lines(str(exc), lines)) from None
     return orders
 
 
