@@ -12,7 +12,7 @@ answer is read into a result. No I/O here (the client in ``_partner`` sends and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ._convert import (
@@ -164,6 +164,20 @@ def _values(
             problems.append(FieldError(where, problem))
 
 
+def _each(
+    values: Iterable[Any], cls: type[T], path: str, problems: list[FieldError]
+) -> Iterator[tuple[str, T]]:
+    """The nested records of the right model, with their paths; a problem for others."""
+    for index, value in enumerate(values):
+        where = f"{path}[{index}]"
+        if isinstance(value, cls):
+            yield where, value
+        else:
+            problems.append(
+                FieldError(where, f"expected {cls.__name__}, got {type(value).__name__}")
+            )
+
+
 def _count(value: object, path: str, problems: list[FieldError], *, low: int = 0) -> None:
     """A count's minimum (its type is the encoder's rule, checked by _values)."""
     if isinstance(value, int) and not isinstance(value, bool) and value < low:
@@ -212,13 +226,7 @@ def check_new_orders(orders: object) -> Steps[list[NewPartnerOrder]]:
         if not isinstance(lines, tuple | list) or not lines:
             problems.append(FieldError(f"{path}.line_items", "at least one line item is required"))
             continue
-        for number, line in enumerate(lines):
-            where = f"{path}.line_items[{number}]"
-            if not isinstance(line, NewPartnerLineItem):
-                problems.append(
-                    FieldError(where, f"expected NewPartnerLineItem, got {type(line).__name__}")
-                )
-                continue
+        for where, line in _each(lines, NewPartnerLineItem, f"{path}.line_items", problems):
             _values(line, where, problems, required=("sku", "name", "raw_price"))
             _count(line.quantity, f"{where}.quantity", problems, low=1)
     if problems:
@@ -321,13 +329,7 @@ def check_stock_update(update: object) -> StockUpdate:
         problems.append(FieldError("update.channel_stock", "expected a list of ChannelStock"))
         channels = ()
     seen: set[object] = set()
-    for index, channel in enumerate(channels):
-        path = f"update.channel_stock[{index}]"
-        if not isinstance(channel, ChannelStock):
-            problems.append(
-                FieldError(path, f"expected ChannelStock, got {type(channel).__name__}")
-            )
-            continue
+    for path, channel in _each(channels, ChannelStock, "update.channel_stock", problems):
         _values(channel, path, problems, required=("code",), keys=("code",))
         _count(channel.qty, f"{path}.qty", problems)
         if channel.code in seen:
