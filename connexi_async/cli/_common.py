@@ -253,10 +253,13 @@ class Progress:
         s = self.stream.stats
         elapsed = time.monotonic() - self.started
         rate = written / elapsed if elapsed > 0 else 0.0
+        noun = what.removesuffix("s") if written == 1 else what
+        head = f"{written:,} {noun} in {elapsed:.1f} s ({rate:,.0f}/s), "
+        retries = _count(s.retries, "retry", "retries")
+        if not self.stream._windowed:  # one listing: no windows, nothing to de-duplicate
+            return head + retries
         return (
-            f"{written:,} {what} in {elapsed:.1f} s ({rate:,.0f}/s), "
-            f"{_count(s.windows_done, 'window', 'windows')}, "
-            f"{_count(s.retries, 'retry', 'retries')}, "
+            head + f"{_count(s.windows_done, 'window', 'windows')}, {retries}, "
             f"{_count(s.duplicates_dropped, 'duplicate', 'duplicates')} dropped"
         )
 
