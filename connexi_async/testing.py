@@ -10,8 +10,9 @@ Enable it in your ``conftest.py`` (it needs pytest-asyncio)::
         assert connexi_sandbox.recorder.count("PATCH /v1/order") == 1
 
 Fixtures: ``connexi_sandbox`` (a :class:`~connexi_async.sandbox.Sandbox` with 1,000
-orders in October 2026, seed 7) and ``connexi_client`` (a ``ConnexiClient`` on it with
-fast retries). Override ``connexi_sandbox_options`` to change the sandbox. The HTTPS
+orders in October 2026, seed 7), ``connexi_client`` (a ``ConnexiClient`` on it with
+fast retries) and ``connexi_partner_client`` (a ``PartnerClient`` on the same sandbox,
+signing with its partner credentials). Override ``connexi_sandbox_options`` to change the sandbox. The HTTPS
 variants, ``connexi_tls_sandbox`` and ``connexi_tls_client``, serve the same data over
 TLS with a throwaway CA that the client trusts (they need ``trustme``, in the
 ``testing`` extra).
@@ -26,10 +27,12 @@ import pytest
 import pytest_asyncio
 
 from ._client import ConnexiClient
+from ._partner import PartnerClient
 from .sandbox import Sandbox
 
 __all__ = [
     "connexi_client",
+    "connexi_partner_client",
     "connexi_sandbox",
     "connexi_sandbox_options",
     "connexi_tls_client",
@@ -55,6 +58,19 @@ async def connexi_client(connexi_sandbox: Sandbox) -> AsyncIterator[ConnexiClien
     """A client for ``connexi_sandbox``, with retries that wait milliseconds, not seconds."""
     async with ConnexiClient(
         **connexi_sandbox.credentials,
+        backoff_base=0.001,
+        backoff_max=0.01,
+        ssl=connexi_sandbox.client_ssl_context() if connexi_sandbox.tls else None,
+    ) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def connexi_partner_client(connexi_sandbox: Sandbox) -> AsyncIterator[PartnerClient]:
+    """A partner client for ``connexi_sandbox`` (the same data through the partner API:
+    reads, partial-success creates, status changes, stock jobs), with fast retries."""
+    async with PartnerClient(
+        **connexi_sandbox.partner_credentials,
         backoff_base=0.001,
         backoff_max=0.01,
         ssl=connexi_sandbox.client_ssl_context() if connexi_sandbox.tls else None,

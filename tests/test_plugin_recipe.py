@@ -28,6 +28,18 @@ async def test_sync_job_survives_an_outage(connexi_sandbox, connexi_client):
 
 async def test_fixtures_alone(connexi_sandbox):
     assert connexi_sandbox.base_url.startswith("http://127.0.0.1")
+
+
+async def test_a_partner_write_job(connexi_sandbox, connexi_partner_client):
+    from connexi_async import Accept
+    from datetime import UTC, datetime, timedelta
+    since = datetime(2026, 10, 1, tzinfo=UTC)
+    async with connexi_partner_client.orders(since, since + timedelta(days=3)) as stream:
+        pending = [o async for o in stream if o.status == "pending"][:2]
+    connexi_sandbox.faults.script("PATCH /v1/partner/order/status", "disconnect_after")
+    result = await connexi_partner_client.change_statuses([Accept.of(o) for o in pending])
+    assert result.ok and len(result.succeeded) == 2
+    assert connexi_sandbox.recorder.count("PATCH /v1/partner/order/status") == 2
 """
 
 
@@ -43,4 +55,4 @@ def test_the_readme_recipe_runs_in_a_fresh_project(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout
+    assert "3 passed" in done.stdout
