@@ -288,7 +288,7 @@ async def create_products(
                 name=stock.name,
             )
         )
-    message = f"{len(created)} out of {len(news)} product(s) created"
+    message = ""  # what the documentation's example answers
     return await _answer(request, send, created, CreatedProduct, failed, ProductFailure, message)
 
 
