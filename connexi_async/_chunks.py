@@ -205,8 +205,9 @@ def _next_bracket(body: Body, position: int, end: int) -> tuple[bool, int]:
     none), and where it is: looked for in growing spans, so a long record costs no more
     than it needs."""
     span = 2048
-    while position < end:
-        text = body.slice(position, min(end, position + span))
+    limit = min(end, position + _BRACKET_REACH)
+    while position < limit:
+        text = body.slice(position, min(limit, position + span))
         opening, closing = text.find(b"["), text.find(b"]")
         if closing >= 0 and (opening < 0 or closing < opening):
             return False, position + closing
@@ -214,4 +215,12 @@ def _next_bracket(body: Body, position: int, end: int) -> tuple[bool, int]:
             return True, position + opening
         position += len(text)
         span *= 4
-    return True, end
+    # No bracket near: records without arrays (products, orders without line items).
+    # Looking on to the end of the body for each cut would make reading quadratic; a
+    # wrong cut is refused by the parser, and the next candidate is tried.
+    return True, limit
+
+
+# How far a cut looks for the bracket that tells a record boundary from one inside a
+# record's array: far past any record's first array, short of a whole body.
+_BRACKET_REACH = 256 * 1024

@@ -147,7 +147,7 @@ class _BaseClient:
             backoff_max=check_seconds("backoff_max", backoff_max),
             max_retry_after=check_seconds("max_retry_after", max_retry_after, allow_inf=True),
         )
-        self.max_batch = check_count("max_batch", max_batch, high=1_000_000)
+        self.max_batch = max_batch
         self._transport = Transport(
             auth=auth,
             base_url=base_url,
@@ -191,6 +191,15 @@ class _BaseClient:
         # Safe on a half-built client too (tracebacks that show locals call it).
         transport = getattr(self, "_transport", None)
         return f"<{type(self).__name__} {transport.base_url if transport else 'not configured'}>"
+
+    @property
+    def max_batch(self) -> int:
+        """The most records one write request carries (checked when set, too)."""
+        return self._max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int) -> None:
+        self._max_batch = check_count("max_batch", value, high=1_000_000)
 
     @property
     def base_url(self) -> URL:

@@ -1661,7 +1661,10 @@ def _encode_decimal(value: object, name: str) -> str:
 def _encode_timestamp(value: object, name: str) -> str:
     if not isinstance(value, datetime):
         raise EncodeError(f"field {name}: expected a datetime, got {type(value).__name__}")
-    offset = value.utcoffset()
+    try:
+        offset = value.utcoffset()
+    except (TypeError, ValueError) as exc:  # a tzinfo of one's own that misbehaves
+        raise EncodeError(f"field {name}: its tzinfo gives no usable offset ({exc})") from None
     if offset is None:
         raise EncodeError(
             f"field {name}: naive datetime {value.isoformat()} refused; "

@@ -278,6 +278,13 @@ class InvalidTransitionError(EncodeError):
             "pending → accepted → packed → completed, and cancelled before completed)"
         )
 
+    @classmethod
+    def not_an_order(cls, value: object) -> EncodeError:
+        """``Accept.of(x)`` given something else than a ``PartnerOrder``."""
+        return EncodeError(
+            f"expected a PartnerOrder (as read from client.orders()), got {type(value).__name__}"
+        )
+
 
 class StockUpdateTimeoutError(ConnexiError, TimeoutError):
     """A stock update job did not finish in time. ``transaction_code`` names it (wait
@@ -356,4 +363,6 @@ def format_instant(value: datetime) -> str:
     """An aware datetime as the API's query parameters and our messages write it:
     RFC 3339 UTC to the second (``2018-11-07T00:00:00Z``). Kept here, the module every
     other one may import."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = value.astimezone(UTC)
+    # Four-digit years always (strftime's %Y writes year 1 as "1").
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%SZ")

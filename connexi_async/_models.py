@@ -579,7 +579,10 @@ class _Change:
 
     @classmethod
     def _checked(cls, order: PartnerOrder) -> PartnerOrder:
-        current = (order.status or "pending").lower()
+        if not isinstance(order, PartnerOrder):
+            raise InvalidTransitionError.not_an_order(order)
+        current = (order.status.strip() if isinstance(order.status, str) else "") or "pending"
+        current = current.lower()
         if current not in cls.after and current != cls.status:
             raise InvalidTransitionError(order.id, current, cls.status)
         return order

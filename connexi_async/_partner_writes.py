@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
@@ -80,6 +81,10 @@ _STOCK_PATH = "/v1/partner/inventory/updatestocks"
 _MAX_SENDS = 3  # sends of one batch whose outcome stays unknown, lookups in between
 _LOOKUP_WAITS = (0.5, 1.0, 2.0)  # a listing that lags behind writes: look again after these
 _TRANSACTION_ANSWER = 64 * 1024  # an Update Stocks answer is a few dozen bytes
+# The clock difference allowed between us and the server when reading the history by
+# time (the order lookups' default margin, too).
+_CLOCK_MARGIN = timedelta(minutes=15)
+_TRANSACTION_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}", re.ASCII)
 
 # A lookup's findings: natural key -> (the server's record, why it cannot be ours: made
 # before the call, or not what was sent; "" when it can be).
@@ -100,8 +105,8 @@ def _check_on_unknown(value: object) -> None:
 
 
 def _check_margin(value: object) -> timedelta:
-    if not isinstance(value, timedelta) or value < timedelta(0):
-        raise ConfigurationError(f"margin must be a timedelta of zero or more, got {value!r}")
+    if not isinstance(value, timedelta) or not timedelta(0) <= value <= timedelta(days=7):
+        raise ConfigurationError(f"margin must be a timedelta from zero to 7 days, got {value!r}")
     return value
 
 
@@ -156,11 +161,22 @@ _PRODUCT_CREATION = _Creation(
     result=ProductResult,
     failure=lambda product, reason: ProductFailure(partner_sku=product.partner_sku, reason=reason),
     unknown_hint=(
-        'the products may or may not have been created. Pass on_unknown="reconcile" to look '
-        "them up by sku and send only the missing ones."
+        'the products may or may not have been created. Pass on_unknown="reconcile" (or call '
+        "client.reconcile_products(error)) to look them up by sku and send only the missing "
+        "ones."
     ),
     shared_failure_keys=True,
 )
+
+
+def _attempted(error: object, call: str) -> tuple[object, ...]:
+    """The records a creation's ``OutcomeUnknownError`` carries, or a clear refusal."""
+    if not isinstance(error, OutcomeUnknownError) or not error.orders:
+        raise ConfigurationError(
+            f"this takes the OutcomeUnknownError raised by {call} (it carries the attempted "
+            f"records); got {type(error).__name__}"
+        )
+    return error.orders
 
 
 def _existed_before(record: Any, why: str) -> str:
@@ -173,22 +189,19 @@ def _existed_before(record: Any, why: str) -> str:
 def _batches(items: list[Any], spec: _Creation, size: int) -> list[list[Any]]:
     """``items`` in batches of ``size``, no two of one batch sharing the key a failure
     names (products: variants share a ``partner_sku``, and a refusal names only that,
-    so two variants go out in different POSTs)."""
+    so the k-th variant of each goes out in the k-th round of POSTs)."""
     if not spec.shared_failure_keys:
         return [items[first : first + size] for first in range(0, len(items), size)]
-    batches: list[list[Any]] = []
-    keys: list[set[str]] = []
+    rounds: list[list[Any]] = []
+    seen: dict[str, int] = {}
     for item in items:
         key = spec.failed_key_of(item)
-        for batch, taken in zip(batches, keys, strict=True):
-            if key not in taken and len(batch) < size:
-                batch.append(item)
-                taken.add(key)
-                break
-        else:
-            batches.append([item])
-            keys.append({key})
-    return batches
+        number = seen.get(key, 0)
+        seen[key] = number + 1
+        if number == len(rounds):
+            rounds.append([])
+        rounds[number].append(item)
+    return [group[first : first + size] for group in rounds for first in range(0, len(group), size)]
 
 
 def _carry(
@@ -217,32 +230,46 @@ def _carry(
 
 def _answered(
     pending: list[Any], ok: list[Any], bad: list[Any], spec: _Creation
-) -> tuple[list[Any], list[Any]]:
-    """An answer held to what was sent: each record once, none for a key not sent, and a
-    key both created and refused counted as created (the record exists)."""
+) -> Steps[tuple[list[Any], list[Any]]]:
+    """An answer held to what was sent: each record once, none for a key not sent (one
+    log line says how many), and a key both created and refused counted as created (the
+    record exists). Steps: an answer of 100,000 records is checked in slices."""
     sent = {spec.key(item) for item in pending}
     covering: dict[str, list[str]] = {}  # a failure's key -> the keys of what it names
     for item in pending:
         covering.setdefault(spec.failed_key_of(item), []).append(spec.key(item))
+    yield
     created: list[Any] = []
     made: set[str] = set()
-    for record in ok:
+    strays = 0
+    for index, record in enumerate(ok):
+        if index % 1024 == 1023:
+            yield
         key = spec.created_key(record)
         if key not in sent:
-            logger.warning("POST %s: the answer names %r, which was not sent", spec.path, key)
+            strays += 1
         elif key not in made:
             made.add(key)
             created.append(record)
     refused: list[Any] = []
     seen: set[str] = set()
-    for failure in bad:
+    for index, failure in enumerate(bad):
+        if index % 1024 == 1023:
+            yield
         key = spec.failed_key(failure)
         covered = covering.get(key)
         if covered is None:
-            logger.warning("POST %s: the answer refuses %r, which was not sent", spec.path, key)
+            strays += 1
         elif key not in seen and not all(k in made for k in covered):
             seen.add(key)
             refused.append(failure)
+    if strays:
+        logger.warning(
+            "POST %s: the answer names %d %s that were not sent; left out",
+            spec.path,
+            strays,
+            spec.noun,
+        )
     return created, refused
 
 
@@ -320,31 +347,49 @@ class PartnerWrites:
         ... except OutcomeUnknownError as error:
         ...     result = await client.reconcile(error)
         """
-        if not isinstance(error, OutcomeUnknownError) or not error.orders:
-            raise ConfigurationError(
-                "reconcile() takes the OutcomeUnknownError raised by create_orders "
-                f"(it carries the attempted orders); got {type(error).__name__}"
-            )
-        items = await run_sliced(check_new_orders(error.orders))
         margin = _check_margin(margin)
+        items = await run_sliced(check_new_orders(_attempted(error, "create_orders")))
+        result = await self._settle(
+            error, items, _ORDER_CREATION, self._order_finder(margin), margin
+        )
+        return CreateResult(created=result.created, failed=result.failed)  # type: ignore[arg-type]
+
+    async def reconcile_products(self, error: OutcomeUnknownError) -> ProductResult:
+        """Settle a ``create_products`` that raised ``error``, as :meth:`reconcile` does
+        for orders (products are looked up in the listing by ``sku``)."""
+        items = await run_sliced(check_products(_attempted(error, "create_products")))
+        result = await self._settle(
+            error, items, _PRODUCT_CREATION, self._product_finder(), _CLOCK_MARGIN
+        )
+        return ProductResult(created=result.created, failed=result.failed)  # type: ignore[arg-type]
+
+    async def _settle(
+        self,
+        error: OutcomeUnknownError,
+        items: list[Any],
+        spec: _Creation,
+        find: Find,
+        margin: timedelta,
+    ) -> CreateResult | ProductResult:
+        """What the creation that raised ``error`` did, the missing records sent."""
         sent_at = error.sent_at or self._transport.wall_clock()
-        before = error.result if isinstance(error.result, CreateResult) else CreateResult()
+        before = error.result if isinstance(error.result, spec.result) else spec.result()
         try:
             created, failed = await self._create_batch(
                 items,
-                _ORDER_CREATION,
+                spec,
                 "reconcile",
-                self._order_finder(margin),
+                find,
                 sent_at - margin,
                 unknown=True,
                 sent_at=sent_at,
             )
         except ConnexiError as exc:
             # Raised again with everything the first error knew (its send time above all:
-            # a later reconcile tells our orders from older ones by it).
-            _carry(exc, _ORDER_CREATION, list(before.created), list(before.failed), error.unsent)
+            # a later reconcile tells our records from older ones by it).
+            _carry(exc, spec, list(before.created), list(before.failed), error.unsent)
             raise
-        return CreateResult(created=(*before.created, *created), failed=(*before.failed, *failed))
+        return spec.result(created=(*before.created, *created), failed=(*before.failed, *failed))
 
     def _order_finder(self, margin: timedelta) -> Find:
         async def find(wanted: list[NewPartnerOrder], not_before: datetime) -> Found:
@@ -402,8 +447,14 @@ class PartnerWrites:
         _check_on_unknown(on_unknown)
         if not items:
             return ProductResult()
-        margin = timedelta(minutes=15)
+        created, failed = await self._create(
+            items, _PRODUCT_CREATION, on_unknown, self._product_finder(), _CLOCK_MARGIN
+        )
+        return ProductResult(created=tuple(created), failed=tuple(failed))
 
+    # -- creation, exactly once ------------------------------------------------------
+
+    def _product_finder(self) -> Find:
         async def find(wanted: list[NewProduct], not_before: datetime) -> Found:
             sent = {product.sku: product for product in wanted}
             found: Found = {}
@@ -428,10 +479,7 @@ class PartnerWrites:
                     found[stock.sku] = (record, why)
             return found
 
-        created, failed = await self._create(items, _PRODUCT_CREATION, on_unknown, find, margin)
-        return ProductResult(created=tuple(created), failed=tuple(failed))
-
-    # -- creation, exactly once ------------------------------------------------------
+        return find
 
     async def _create(
         self,
@@ -559,7 +607,7 @@ class PartnerWrites:
                 )
                 exc.unsent = tuple(pending)  # type: ignore[attr-defined]
                 raise
-            ok, bad = _answered(pending, ok, bad, spec)
+            ok, bad = await run_sliced(_answered(pending, ok, bad, spec))
             created += ok
             made = {spec.created_key(record) for record in ok}
             refused = {spec.failed_key(failure) for failure in bad}
@@ -568,8 +616,9 @@ class PartnerWrites:
                 for item in pending
                 if spec.key(item) not in made and spec.failed_key_of(item) not in refused
             ]
-            # Refused as existing after a send of ours whose outcome was unknown: ours.
-            ours = [failure for failure in bad if resent and failure.already_exists]
+            # Refused after a send of ours whose outcome was unknown: perhaps made by it
+            # (whatever words the refusal uses), so looked up before it counts.
+            ours = [failure for failure in bad if resent]
             theirs = {id(failure) for failure in ours}
             failed += [failure for failure in bad if id(failure) not in theirs]
             if silent and on_unknown == "raise":
@@ -580,8 +629,14 @@ class PartnerWrites:
                 )
             if ours:
                 keys = {spec.failed_key(failure) for failure in ours}
+                existing = {spec.failed_key(f) for f in ours if f.already_exists}
                 claimed = [item for item in pending if spec.failed_key_of(item) in keys]
-                lost = await settle(claimed, patient=True)
+                missing = await settle(claimed, patient=bool(existing))
+                # Not found: a refusal for its own reasons stands; "already exists" for
+                # something the listing does not show cannot be settled.
+                lost = [i for i in missing if spec.failed_key_of(i) in existing]
+                gone = {spec.failed_key_of(i) for i in missing} - existing
+                failed += [f for f in ours if spec.failed_key(f) in gone]
                 if lost:
                     raise unknown_error(
                         f"refused {len(lost)} re-sent {spec.noun} as existing, but the "
@@ -713,7 +768,8 @@ class PartnerWrites:
                 unknown_hint=(
                     f"the stock update of {checked.sku!r} may or may not have been accepted. "
                     "Look for a job of that SKU in client.stock_update_history(updated_since="
-                    "error.sent_at) before sending it again."
+                    "error.sent_at - timedelta(minutes=15)) (the server's clock may differ) "
+                    "before sending it again."
                 ),
             )
         except OutcomeUnknownError as exc:
@@ -751,8 +807,9 @@ class PartnerWrites:
 
         Polls every ``poll_interval`` seconds at first, doubling up to
         ``max_interval``; a poll that fails (a 5xx, a network error) is logged and
-        polled again. The history is read from ``since`` (by default a minute before
-        this client sent the update, or a day back for a code it did not send). Raises
+        polled again. The history is read from ``since`` (by default 15 minutes before
+        this client sent the update, for clock differences, or a day back for a code it
+        did not send). Raises
         :class:`StockUpdateTimeoutError` (with the code, the last record seen, and the
         last poll's error as its cause) once ``timeout`` seconds have passed, whatever
         a poll was doing then.
@@ -765,7 +822,7 @@ class PartnerWrites:
         if since is None:
             sent = self._stock_jobs.get(transaction_code)
             now = self._transport.wall_clock()
-            since = (sent if sent is not None else now - timedelta(days=1)) - timedelta(minutes=1)
+            since = (sent if sent is not None else now - timedelta(days=1)) - _CLOCK_MARGIN
         clock, sleep = self._transport.clock, self._transport.sleep
         deadline = clock() + timeout
         last: StockUpdateRecord | None = None
@@ -817,4 +874,5 @@ def _transaction_code(body: bytes) -> str | None:
         code = _transaction_answer.decode(body).transaction_code
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
-    return code if code is not None and code.strip() else None
+    # A code is printed, logged and pasted into commands: no spaces, no control bytes.
+    return code if code is not None and _TRANSACTION_CODE.fullmatch(code) else None

@@ -80,6 +80,7 @@ _PRODUCT_AMOUNTS = ("price", "weight", "height", "length", "width")
 _STATUSES = ("pending", "accepted", "packed", "completed", "cancelled")
 _YEARS = (1970, 9998)  # an order_date outside them is a typo (and its window unreadable)
 _MAX_SHOWN = 20
+MAX_CHANNELS = 1_000  # marketplace channels in one stock update
 _SLICE = 64  # records checked between two yields (a few hundred microseconds)  # problems listed in one message (all are in .errors)
 
 
@@ -145,7 +146,9 @@ def _values(
         elif field.kind == _INT:
             problem = _encoder_says(_encode_int, value, where)
         elif field.kind in (_DEC, _ODEC):
-            if value is None:
+            if value is None and field.kind == _DEC:
+                problem = "expected a Decimal, got None (leave it out for zero)"
+            elif value is None:
                 problem = "required field is missing" if field.name in wanted else None
             else:
                 problem = _encoder_says(_encode_decimal, value, where)
@@ -328,13 +331,24 @@ def check_stock_update(update: object) -> StockUpdate:
     if not isinstance(channels, tuple | list):
         problems.append(FieldError("update.channel_stock", "expected a list of ChannelStock"))
         channels = ()
-    seen: set[object] = set()
+    if len(channels) > MAX_CHANNELS:
+        problems.append(
+            FieldError(
+                "update.channel_stock",
+                f"{len(channels):,} channels: more than {MAX_CHANNELS:,} is no one SKU's stock",
+            )
+        )
+        channels = ()
+    seen: set[str] = set()
     for path, channel in _each(channels, ChannelStock, "update.channel_stock", problems):
         _values(channel, path, problems, required=("code",), keys=("code",))
         _count(channel.qty, f"{path}.qty", problems)
-        if channel.code in seen:
-            problems.append(FieldError(f"{path}.code", f"channel {channel.code!r} appears twice"))
-        seen.add(channel.code)
+        if isinstance(channel.code, str):
+            if channel.code in seen:
+                problems.append(
+                    FieldError(f"{path}.code", f"channel {channel.code!r} appears twice")
+                )
+            seen.add(channel.code)
     if problems:
         raise _refuse(problems, "stock update")
     return update

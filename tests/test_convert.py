@@ -423,3 +423,28 @@ def test_memoised_values_are_equal_to_fresh_ones() -> None:
     assert (
         first.created_at == third.created_at == datetime(2026, 10, 1, 0, 0, 0, 500000, tzinfo=UTC)
     )
+
+
+def test_cutting_records_without_arrays_reads_ahead_a_bounded_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: with records holding no ``[`` (products, orders without line items),
+    each cut looked for a bracket to the end of the body: quadratic reading."""
+    from connexi_async import _chunks
+    from connexi_async._chunks import Body, next_cut
+
+    record = b'{"id":1,"sku":"SKU1","partner_sku":"P1","name":"Product ABC"}'
+    raw = b"[" + b",".join([record] * 300_000) + b"]"
+    body = Body([raw[i : i + 65536] for i in range(0, len(raw), 65536)])
+    copied = 0
+    real_slice = _chunks.Body.slice
+
+    def counting(self: Body, a: int, b: int, before: bytes = b"", after: bytes = b"") -> bytes:
+        nonlocal copied
+        copied += max(0, min(b, self.size) - a)
+        return real_slice(self, a, b, before, after)
+
+    monkeypatch.setattr(_chunks.Body, "slice", counting)
+    cut = next_cut(body, body.size - 1, 100)
+    assert cut is not None
+    assert copied < 1_000_000  # the body is 19 MB

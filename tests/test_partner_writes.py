@@ -12,10 +12,11 @@ import json
 import logging
 import os
 import pickle
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,12 @@ from connexi_async._convert import (
     status_changes_steps,
 )
 from connexi_async._cooperative import run_steps
-from connexi_async._writes import check_changes, check_stock_update, status_result
+from connexi_async._writes import (
+    check_changes,
+    check_new_orders,
+    check_stock_update,
+    status_result,
+)
 from connexi_async.sandbox import Sandbox
 
 OCT = datetime(2026, 10, 3, 9, 0, tzinfo=UTC)
@@ -456,8 +462,12 @@ async def test_on_unknown_and_reconcile_arguments_are_checked() -> None:
     async with Sandbox(orders=10, days=1) as sandbox, partner_for(sandbox) as client:
         with pytest.raises(ConfigurationError, match="on_unknown"):
             await client.create_orders([new_order(1)], on_unknown="retry")
-        with pytest.raises(ConfigurationError, match="reconcile"):
+        with pytest.raises(ConfigurationError, match="raised by create_orders"):
             await client.reconcile(OutcomeUnknownError("x"))
+        with pytest.raises(ConfigurationError, match="margin"):
+            await client.create_orders([new_order(1)], margin=timedelta.max)
+        with pytest.raises(ConfigurationError, match="max_batch"):
+            client.max_batch = -1
         assert await client.create_orders([]) == CreateResult()
         assert sandbox.recorder.count("POST") == 0
 
@@ -740,7 +750,7 @@ class FakePartner:
     answer in turn (``"drop"`` processes and hangs up; ``"partial"`` creates the first
     order only and hangs up; ``"hangup"`` hangs up before doing anything; ``"reject"``
     refuses the whole request with a 400; ``"silent"``
-    leaves the last order out; ``"garbled"`` repeats records, adds one never sent and
+    leaves the last order out; ``"strays"`` adds 500 records never sent; ``"garbled"`` repeats records, adds one never sent and
     refuses a created one), and
     ``lag`` hides created orders from the listing for that many reads."""
 
@@ -789,6 +799,8 @@ class FakePartner:
             return web.Response()
         if answer == "silent":
             ok = ok[:-1]
+        elif answer == "strays":
+            ok = ok + [{**ok[0], "order_id": f"STRAY-{n}", "id": n} for n in range(500)]
         elif answer == "garbled":
             stray = {**ok[0], "order_id": "NEVER-SENT", "id": 1}
             bad.append({"order_id": ok[0]["order_id"], "reason": "both created and refused"})
@@ -1092,7 +1104,7 @@ def test_holding_an_answer_to_what_was_sent_is_linear() -> None:
     pending = [new_order(n, order_id=f"R-{n}") for n in range(20_000)]
     bad = [CreateFailure(order_id=o.order_id, reason="no") for o in pending]
     started = time.perf_counter()
-    created, refused = _answered(pending, [], bad, _ORDER_CREATION)
+    created, refused = run_steps(_answered(pending, [], bad, _ORDER_CREATION))
     assert (created, len(refused)) == ([], 20_000)
     assert time.perf_counter() - started < 5  # quadratic: minutes
 
@@ -1134,3 +1146,106 @@ async def test_cli_names_refusals_and_lines_when_an_outcome_is_unknown(tmp_path:
     code, _, err = await run_cli("create", str(twice), "--sandbox")
     assert code == 2
     assert "line 2: $.order_id" in err
+
+
+async def test_records_never_sent_are_left_out_in_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="connexi_async")
+    async with fake_partner(FakePartner(answers=["strays"])) as client:
+        result = await client.create_orders([new_order(1), new_order(2)])
+    assert [o.order_id for o in result.created] == ["ORD-1", "ORD-2"]
+    said = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert said == [
+        "POST /v1/partner/order: the answer names 500 orders that were not sent; left out"
+    ]
+
+
+async def test_a_lost_product_create_is_settled_by_reconcile_products() -> None:
+    async with Sandbox(orders=10, days=1) as sandbox, partner_for(sandbox) as client:
+        sandbox.faults.script("POST /v1/partner/product", "disconnect_after")
+        with pytest.raises(OutcomeUnknownError, match="reconcile_products") as caught:
+            await client.create_products([new_product("R-1"), new_product("R-2")])
+        result = await client.reconcile_products(caught.value)
+        assert sorted(p.sku for p in result.created) == ["R-1", "R-2"]
+        assert result.failed == ()
+        assert sandbox.recorder.count("POST /v1/partner/product") == 1
+        with pytest.raises(ConfigurationError, match="create_products"):
+            await client.reconcile_products(OutcomeUnknownError("x"))
+
+
+def test_variants_are_batched_in_linear_time() -> None:
+    from connexi_async._partner_writes import _PRODUCT_CREATION, _batches
+
+    products = [
+        attrs.evolve(new_product(f"V-{n}"), partner_sku=f"P-{n % 2_000}") for n in range(50_000)
+    ]
+    started = time.perf_counter()
+    batches = _batches(products, _PRODUCT_CREATION, 1_000)
+    assert time.perf_counter() - started < 5  # quadratic took seconds at this size
+    assert sorted(len(b) for b in batches) == [1_000] * 50
+    for batch in batches:
+        assert len({p.partner_sku for p in batch}) == len(batch)
+
+
+async def test_waiting_allows_for_a_client_clock_ahead_of_the_server() -> None:
+    ahead = timedelta(minutes=5)
+    async with (
+        Sandbox(orders=10, days=1, stock_update_delay=0.1) as sandbox,
+        partner_for(sandbox, wall_clock=lambda: datetime.now(UTC) + ahead) as client,
+    ):
+        code = await client.update_stock(StockUpdate(sku="ANY", available_stock=1))
+        record = await client.wait_for_stock_update(code, timeout=20, poll_interval=0.05)
+    assert record.finished_at is not None
+
+
+class _BadZone(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(days=2)
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: check_new_orders([new_order(1, order_date=datetime(2026, 10, 1, tzinfo=_BadZone()))]), "tzinfo"),
+        (lambda: check_new_orders([new_order(1, shipping_total=None)]), "orders[0].shipping_total: expected a Decimal, got None"),
+        (lambda: check_stock_update(StockUpdate(sku="A", channel_stock=(ChannelStock(code=["x"]),))), "channel_stock[0].code"),  # type: ignore[arg-type]
+        (lambda: Accept.of(None), "expected a PartnerOrder"),  # type: ignore[arg-type]
+        (lambda: check_stock_update(StockUpdate(sku="A", channel_stock=tuple(ChannelStock(code=f"c{n}", qty=1) for n in range(1_001)))), "1,001 channels"),
+    ],
+)  # fmt: skip
+def test_hostile_arguments_are_encode_errors(make: Any, fragment: str) -> None:
+    with pytest.raises(EncodeError, match=re.escape(fragment)):
+        result = make()
+        if hasattr(result, "__next__"):
+            run_steps(result)
+
+
+def test_status_and_codes_and_early_years() -> None:
+    from connexi_async._errors import format_instant
+    from connexi_async._partner_writes import _transaction_code
+
+    assert Accept.of(PartnerOrder(id=1, status=" Pending ", updated_at=OCT)) == Accept(1, OCT)
+    assert format_instant(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
+    assert _transaction_code(b'{"transaction_code": " abc\\n"}') is None
+    assert _transaction_code(b'{"transaction_code": "591d4ab5-841e-499a"}') == "591d4ab5-841e-499a"
+
+
+async def test_the_sandbox_refuses_amounts_beyond_any_price() -> None:
+    huge = NewPartnerLineItem(sku="S", name="N", quantity=2**62, raw_price=Decimal(10) ** 29 - 1)
+    async with Sandbox(orders=10, days=1) as sandbox, partner_for(sandbox) as client:
+        result = await client.create_orders([new_order(1, line_items=(huge,)), new_order(2)])
+    assert [o.order_id for o in result.created] == ["ORD-2"]
+    assert "out of range" in result.failed[0].reason
+
+
+async def test_cli_refuses_a_non_ascii_digit_in_a_channel() -> None:
+    code, _, err = await run_cli(
+        "update-stock", "S", "--available", "1", "--channel", "bklp=\u00b2", "--sandbox"
+    )
+    assert code == 2
+    assert "expected CODE=QTY" in err
+    assert "Traceback" not in err

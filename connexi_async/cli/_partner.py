@@ -401,7 +401,7 @@ async def cmd_update_stock(args: argparse.Namespace) -> int:
     channels = []
     for text in args.channel:
         code, sep, qty = text.partition("=")
-        if not sep or not code.strip() or not qty.strip().isdigit():
+        if not sep or not code.strip() or not (qty.strip().isascii() and qty.strip().isdigit()):
             raise UsageError(f"--channel {text!r}: expected CODE=QTY, for example bklp=30")
         channels.append(ChannelStock(code=code.strip(), qty=int(qty)))
     update = StockUpdate(
@@ -420,7 +420,12 @@ async def cmd_update_stock(args: argparse.Namespace) -> int:
         try:
             code = await client.update_stock(update)
         except OutcomeUnknownError as exc:
-            sent = format_instant(whole_second(exc.sent_at, "sent_at")) if exc.sent_at else "1h"
+            # 15 minutes earlier: the server's clock may differ from ours.
+            sent = (
+                format_instant(whole_second(exc.sent_at, "sent_at") - timedelta(minutes=15))
+                if exc.sent_at
+                else "1h"
+            )
             raise CommandError(
                 f"{str(exc).split(';')[0]}; the stock update of {args.sku} may or may not "
                 "have been accepted: do not send it again before looking for its job with: "

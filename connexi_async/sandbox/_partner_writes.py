@@ -161,7 +161,13 @@ async def create_orders(
         if problem is not None:
             failed.append(CreateFailure(order_id=new.order_id, reason=problem))
             continue
-        order = dataset.create(_as_new_order(new), moment)
+        try:
+            priced = _as_new_order(new)
+        except ArithmeticError:  # decimal.InvalidOperation: amounts beyond any price
+            reason = "the order's amounts are out of range"
+            failed.append(CreateFailure(order_id=new.order_id, reason=reason))
+            continue
+        order = dataset.create(priced, moment)
         partner.emails[order.id] = new.delivery_email
         created.append(partner_order(order, with_delivery=False, email=new.delivery_email))
     message = (
@@ -259,7 +265,9 @@ async def create_products(
     created: list[CreatedProduct] = []
     failed: list[ProductFailure] = []
     taken = {product.sku for product in partner.products}
-    for new in news:
+    for index, new in enumerate(news):
+        if index % 16 == 15:
+            await asyncio.sleep(0)  # a large batch never holds the loop it shares
         problem = _problems(check_products, new, "products[0].")
         if problem is None and new.sku in taken:
             problem = f"product with sku {new.sku} already exists"
