@@ -33,6 +33,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 
 import decode as decode_bench
+from fleet import workload_fleet
 
 from connexi_async import ConnexiClient, Order, decode_orders
 from connexi_async.sandbox import RETRYABLE_FAULTS
@@ -785,6 +786,7 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows += await workload_latency(rounds=args.rounds)
     rows += await workload_sync(rounds=args.rounds)
     rows += await workload_partner(rounds=args.rounds)
+    rows += await workload_fleet(rounds=args.rounds)
     return rows
 
 
@@ -799,7 +801,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--only",
-        choices=["sync", "partner"],
+        choices=["sync", "partner", "fleet"],
         help="run one workload and print its table (not saved)",
     )
     parser.add_argument(
@@ -814,7 +816,9 @@ def main() -> int:
     where = placement()
     started = time.perf_counter()
     if args.only:
-        only = {"sync": workload_sync, "partner": workload_partner}[args.only]
+        only = {"sync": workload_sync, "partner": workload_partner, "fleet": workload_fleet}[
+            args.only
+        ]
         for line in table(asyncio.run(only(rounds=args.rounds))):
             print(line)
         return 0

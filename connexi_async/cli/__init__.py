@@ -50,6 +50,7 @@ from ._common import (
     parse_duration,
     parse_time,
 )
+from ._fleet import add_fleet_commands
 from ._partner import add_partner_commands
 from ._read import cmd_orders, cmd_stocks
 from ._sandbox import cmd_demo, cmd_sandbox
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     add_partner_commands(commands)
+    add_fleet_commands(commands)
     return parser
 
 

@@ -16,6 +16,7 @@ from ._server import (
     DEFAULT_PARTNER_ID,
     DEFAULT_PARTNER_SECRET,
     Sandbox,
+    SandboxAccount,
 )
 
 __all__ = [
@@ -30,5 +31,6 @@ __all__ = [
     "Faults",
     "Recorder",
     "Sandbox",
+    "SandboxAccount",
     "generate_order",
 ]

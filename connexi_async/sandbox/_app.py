@@ -70,6 +70,11 @@ class SandboxState:
     redirect_to: str | None = None
     cache_bytes: int = DEFAULT_CACHE_BYTES
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Sandbox(accounts=N): the account this state serves, every account's state by its
+    # api_key (this one included) and each account's own recorder. Empty: one account.
+    account: str = ""
+    tenants: dict[str, SandboxState] = attrs.field(factory=dict, repr=False)
+    account_recorders: dict[str, Recorder] = attrs.field(factory=dict, repr=False)
     _cache: OrderedDict[_CacheKey, list[bytes]] = attrs.field(factory=OrderedDict)
     _generating: dict[_CacheKey, asyncio.Future[list[bytes]]] = attrs.field(factory=dict)
     _cached_bytes: int = 0
@@ -123,6 +128,18 @@ class SandboxState:
         self._cache.clear()
         self._cached_bytes = 0
 
+    def tenant(self, request: web.Request) -> SandboxState:
+        """The account a v1 request speaks for, by its ``api_key`` (this state when the
+        sandbox serves one account, or when the key is unknown: the auth check refuses it)."""
+        if not self.tenants:
+            return self
+        return self.tenants.get(request.headers.get("api_key", ""), self)
+
+
+def _state(request: web.Request) -> SandboxState:
+    """The account state serving a request (a dict lookup by its api_key)."""
+    return request.app[STATE_KEY].tenant(request)
+
 
 def _period(request: web.Request, *, required: bool) -> tuple[datetime, datetime] | None:
     raw_start, raw_end = request.query.get("start"), request.query.get("end")
@@ -148,7 +165,7 @@ def _period(request: web.Request, *, required: bool) -> tuple[datetime, datetime
 
 
 async def get_orders(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
+    state = _state(request)
     period = _period(request, required=True)
     assert period is not None
     parts = await state.window_parts(*period)
@@ -175,7 +192,7 @@ async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamRes
 
 
 async def get_stocks(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
+    state = _state(request)
     period = _period(request, required=False)
     start, end = period if period is not None else (None, None)
     (body,) = await run_sliced(locations_body_steps(state.dataset.locations(start, end)))
@@ -183,7 +200,7 @@ async def get_stocks(request: web.Request) -> web.StreamResponse:
 
 
 async def create_orders(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
+    state = _state(request)
     try:
         new_orders = await run_sliced(new_orders_steps(await request.read(), "Create Order body"))
     except DecodeError as exc:
@@ -222,7 +239,7 @@ def _normalise_status(status: str) -> str:
 
 
 async def update_orders(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
+    state = _state(request)
     try:
         updates = await run_sliced(status_updates_steps(await request.read(), "Update Order body"))
     except DecodeError as exc:
@@ -284,7 +301,7 @@ async def _serve(request: web.Request, handler: Handler, state: SandboxState) ->
                 401, "invalid partner-id or secret: the signature does not match the request"
             )
         return await handler(request)
-    if not _authorised(request, state):
+    if not _authorised(request, _state(request)):
         return error_response(401, "invalid api_key or api_secret")
     return await handler(request)
 
@@ -361,11 +378,20 @@ def _drop(request: web.Request) -> None:
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    recorder = state.recorder
+    tenant = state.tenant(request)
     route = f"{request.method} {request.path}"
-    recorder.requests[route] += 1
-    recorder.in_flight += 1
-    recorder.max_in_flight = max(recorder.max_in_flight, recorder.in_flight)
+    # Every request in the sandbox's recorder; with several accounts, also in the
+    # recorder of the account it authenticates as (so a test can see, per account, how
+    # many requests were ever in flight at once).
+    recorders = [state.recorder]
+    account = state.account_recorders.get(tenant.account) if state.tenants else None
+    if account is not None and _authorised(request, tenant):
+        recorders.append(account)
+    for recorder in recorders:
+        recorder.requests[route] += 1
+        recorder.in_flight += 1
+        recorder.max_in_flight = max(recorder.max_in_flight, recorder.in_flight)
+    recorder = state.recorder
     try:
         if request.method in ("POST", "PATCH", "PUT"):
             recorder.writes.append((route, await request.read()))
@@ -385,7 +411,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
     finally:
-        recorder.in_flight -= 1
+        for recorder in recorders:
+            recorder.in_flight -= 1
 
 
 def _partner_handler(route: Any) -> Handler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import ssl
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
 
+import attrs
 from aiohttp import web
 from yarl import URL
 
@@ -41,6 +43,49 @@ DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_API_SECRET = "sandbox-secret"
 DEFAULT_PARTNER_ID = "sandbox-partner"
 DEFAULT_PARTNER_SECRET = "sandbox-partner-secret"
+# Sandbox(accounts=N) serves at most this many accounts (each its own dataset).
+MAX_ACCOUNTS = 100_000
+
+
+class SandboxAccount:
+    """One seller account of a multi-account sandbox (``Sandbox(accounts=N)``).
+
+    ``key`` names it (``"account-0"``, ``"account-1"``, ...); ``credentials`` are its own
+    (``ConnexiClient(**account.credentials)``); ``dataset`` is its own deterministic data;
+    ``recorder`` counts only its requests, with ``max_in_flight`` the most it ever had
+    in flight at once.
+    """
+
+    def __init__(self, sandbox: Sandbox, state: SandboxState) -> None:
+        self._sandbox = sandbox
+        self._state = state
+
+    def __repr__(self) -> str:
+        return f"<SandboxAccount {self.key} orders={len(self.dataset)}>"
+
+    @property
+    def key(self) -> str:
+        return self._state.account
+
+    @property
+    def dataset(self) -> Dataset:
+        return self._state.dataset
+
+    @property
+    def recorder(self) -> Recorder:
+        return self._sandbox.state.account_recorders[self.key]
+
+    @property
+    def credentials(self) -> Credentials:
+        return {
+            "api_key": self._state.api_key,
+            "api_secret": self._state.api_secret,
+            "base_url": self._sandbox.base_url,
+        }
+
+    def order_ids(self, start: datetime, end: datetime) -> list[int]:
+        """The ids this account holds with ``start <= created_at < end``."""
+        return [o.id for o in self.dataset.between(start, end)]
 
 
 class Sandbox:
@@ -56,6 +101,11 @@ class Sandbox:
     and ``latency_ms``, ``cap``, ``stall_seconds``, ``retry_after`` may be changed while
     it runs. ``cache_bytes`` (64 MiB) bounds the encoded window bodies kept for repeated
     reads.
+
+    ``accounts=N`` serves N seller accounts (:attr:`accounts`), each with its own
+    credentials, its own deterministic dataset (``orders`` each, seeded ``seed + i``) and
+    its own recorder; account 0 is the one ``credentials``, ``dataset`` and the partner
+    API speak for. ``recorder`` still counts every request.
 
     ``tls=True`` serves HTTPS with a throwaway CA and certificate made at start-up (for
     ``tls_hostnames``; needs ``trustme``, in the ``testing`` extra): connect with
@@ -87,7 +137,16 @@ class Sandbox:
         tls: bool = False,
         tls_hostnames: Sequence[str] = ("127.0.0.1", "localhost"),
         stock_update_delay: float = 0.5,
+        accounts: int | None = None,
     ) -> None:
+        if accounts is not None and (
+            not isinstance(accounts, int)
+            or isinstance(accounts, bool)
+            or not 1 <= accounts <= MAX_ACCOUNTS
+        ):
+            raise ValueError(
+                f"accounts must be a whole number from 1 to {MAX_ACCOUNTS:,}, got {accounts!r}"
+            )
         config = DataConfig(
             seed=seed,
             orders=orders,
@@ -114,6 +173,9 @@ class Sandbox:
             redirect_to=redirect_to,
             cache_bytes=cache_bytes,
         )
+        self._accounts: list[SandboxAccount] = []
+        if accounts is not None:
+            self._add_accounts(accounts, config, api_key, api_secret)
         self._host = host
         self._port = port
         self.tls = tls
@@ -127,7 +189,43 @@ class Sandbox:
         where = self._base_url or "not started"
         return f"<Sandbox {where} orders={len(self.dataset)}>"
 
+    def _add_accounts(self, count: int, config: DataConfig, api_key: str, api_secret: str) -> None:
+        main = self.state
+        main.account = "account-0"
+        for index in range(count):
+            if index == 0:
+                state = main
+            else:
+                # Credentials of their own, derived (stable across runs, so a worker in
+                # another process can be given them), none a prefix of another's secret.
+                digest = hashlib.sha256(f"{api_secret}:{index}".encode()).hexdigest()[:16]
+                state = SandboxState(
+                    dataset=Dataset(attrs.evolve(config, seed=config.seed + index)),
+                    api_key=f"{api_key}-{index}",
+                    api_secret=f"{api_secret}-{index}-{digest}",
+                    partner=main.partner,
+                    faults=main.faults,
+                    cap=main.cap,
+                    cache_bytes=max(main.cache_bytes // count, 1 << 20),
+                    account=f"account-{index}",
+                )
+            main.tenants[state.api_key] = state
+            main.account_recorders[state.account] = Recorder()
+            self._accounts.append(SandboxAccount(self, state))
+
     # -- what tests reach ------------------------------------------------------------
+
+    @property
+    def accounts(self) -> list[SandboxAccount]:
+        """The accounts of ``Sandbox(accounts=N)``, in order (empty without it)."""
+        return list(self._accounts)
+
+    def account(self, key: str) -> SandboxAccount:
+        """The account named ``key`` (``"account-3"``); ``KeyError`` if there is none."""
+        for account in self._accounts:
+            if account.key == key:
+                return account
+        raise KeyError(key)
 
     @property
     def dataset(self) -> Dataset:
@@ -202,8 +300,9 @@ class Sandbox:
 
     @cap.setter
     def cap(self, value: int | None) -> None:
-        self.state.cap = value
-        self.state.invalidate()
+        for state in self.state.tenants.values() or [self.state]:
+            state.cap = value
+            state.invalidate()
 
     @property
     def latency_ms(self) -> float:
@@ -285,7 +384,8 @@ class Sandbox:
         self._base_url = URL.build(scheme="https" if self.tls else "http", host=host, port=port)
 
     async def stop(self) -> None:
-        await self.state.close()
+        for state in {id(s): s for s in [self.state, *self.state.tenants.values()]}.values():
+            await state.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

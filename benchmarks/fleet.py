@@ -1,0 +1,172 @@
+"""The fleet workload of ``make bench``: 300 accounts synced by 1, 2 and 3 worker processes.
+
+Everything is real: a throwaway PostgreSQL cluster, the multi-account sandbox (50 ms
+latency, served by this process), and ``connexi-async fleet worker`` processes. For each
+worker count, two cycles are timed from ``schedule`` until every account has finished:
+the first reads each account's 1.5 days (a backfill), the second is a steady-state
+cycle (the lookback read again, nothing new). Workers' ticks are off so that nothing
+starts before the clock does.
+
+    .venv/bin/python benchmarks/run.py --only fleet
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the fleet of the tests (fleet_app.py)
+ACCOUNTS = 300
+LATENCY_MS = 50
+WORKER_CONCURRENCY = 10
+
+
+async def _query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as db:
+        cursor = await db.execute(sql)
+        return await cursor.fetchall() if cursor.description else []
+
+
+async def _cycle(fleet: Any, keys: list[str]) -> float:
+    started = time.perf_counter()
+    since = datetime.now(UTC)
+    assert await fleet.schedule(due=False) == len(keys)
+    while True:
+        states = await fleet.store.states(keys)
+        if all(s.last_success_at is not None and s.last_success_at >= since for s in states):
+            return time.perf_counter() - started
+        failed = [s for s in states if s.last_error]
+        if failed:
+            raise RuntimeError(f"{failed[0].key}: {failed[0].last_error}")
+        await asyncio.sleep(0.05)
+
+
+async def _one_count(
+    cluster: Any, sandbox: Any, secrets: Path, start: datetime, workers: int
+) -> dict[str, Any]:
+    name = f"fleet_bench_{workers}"
+    await _query(cluster.conninfo, f'CREATE DATABASE "{name}"')
+    dsn = cluster.conninfo.replace(f"dbname={cluster.database}", f"dbname={name}")
+    env = {
+        **os.environ,
+        "CONNEXI_FLEET_DSN": dsn,
+        "CONNEXI_FLEET_SECRETS": str(secrets),
+        "CONNEXI_FLEET_START": start.isoformat(),
+        "CONNEXI_FLEET_WINDOW_HOURS": "6",
+        "CONNEXI_FLEET_TICK_SECONDS": "off",
+        "CONNEXI_FLEET_ACCOUNT_CONCURRENCY": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+    saved = {k: os.environ.get(k) for k in env if k.startswith("CONNEXI_FLEET_")}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("CONNEXI_FLEET_")})
+    from fleet_app import ORDERS_TABLE, make_fleet
+
+    fleet = make_fleet()
+    await fleet.setup()
+    await _query(dsn, ORDERS_TABLE)
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "connexi_async",
+            "fleet",
+            "--app",
+            "fleet_app:fleet",
+            "worker",
+            "--concurrency",
+            str(WORKER_CONCURRENCY),
+            env=env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for _ in range(workers)
+    ]
+    try:
+        async with fleet:
+            # Polled: the workers are other processes (no event to wait on).
+            while (await _query(dsn, "SELECT count(*) FROM procrastinate_workers"))[0][0] < workers:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            keys = [a.key for a in sandbox.accounts]
+            before = sandbox.recorder.count("GET /v1/order")
+            backfill = await _cycle(fleet, keys)
+            middle = sandbox.recorder.count("GET /v1/order")
+            steady = await _cycle(fleet, keys)
+            after = sandbox.recorder.count("GET /v1/order")
+        rows = await _query(dsn, "SELECT count(*), coalesce(max(deliveries), 0) FROM fleet_orders")
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert rows[0][1] == 1, "an order was delivered twice"
+    return {
+        "workers": workers,
+        "backfill": backfill,
+        "steady": steady,
+        "orders": rows[0][0],
+        "requests_backfill": (middle - before) / len(keys),
+        "requests_steady": (after - middle) / len(keys),
+    }
+
+
+async def workload_fleet(rounds: int = 1) -> list[dict[str, Any]]:
+    from connexi_async.fleet.testing import TemporaryCluster
+    from connexi_async.sandbox import Sandbox
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = (now - timedelta(days=2)).replace(minute=0, second=0)
+    results: dict[int, dict[str, Any]] = {}
+    with TemporaryCluster() as cluster, tempfile.TemporaryDirectory() as scratch:
+        async with Sandbox(
+            accounts=ACCOUNTS, orders=30, start=start, days=1.5, latency_ms=LATENCY_MS
+        ) as sandbox:
+            secrets = Path(scratch) / "secrets.json"
+            secrets.write_text(json.dumps({a.key: dict(a.credentials) for a in sandbox.accounts}))
+            for workers in (1, 2, 3):
+                results[workers] = await _one_count(cluster, sandbox, secrets, start, workers)
+    params = {
+        "accounts": ACCOUNTS,
+        "latency_ms": LATENCY_MS,
+        "worker_concurrency": WORKER_CONCURRENCY,
+        "account_concurrency": 1,
+        "orders_per_account": 30,
+        "requests_per_account_backfill": results[1]["requests_backfill"],
+        "requests_per_account_steady": results[1]["requests_steady"],
+    }
+    rows: list[dict[str, Any]] = []
+    for workers, result in results.items():
+        rows += [
+            {"name": f"fleet: {workers} worker(s), backfill cycle, wall", "value": result["backfill"],
+             "unit": "s", "params": params},
+            {"name": f"fleet: {workers} worker(s), steady cycle, wall", "value": result["steady"],
+             "unit": "s", "params": params},
+            {"name": f"fleet: {workers} worker(s), steady accounts/s",
+             "value": ACCOUNTS / result["steady"], "unit": "acct/s", "params": params},
+        ]  # fmt: skip
+    for phase in ("backfill", "steady"):
+        rows.append(
+            {"name": f"fleet: {phase} scaling, 3 workers / 1",
+             "value": results[1][phase] / results[3][phase], "unit": "ratio", "params": params}
+        )  # fmt: skip
+    return rows

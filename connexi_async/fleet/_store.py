@@ -1,0 +1,481 @@
+"""``PostgresCheckpoints``: sync's checkpoint store on PostgreSQL, for workers on many machines.
+
+One table holds, per account (sync key): the checkpoint's version (compare-and-set),
+its watermark, the whole state with the lookback ids, and what the fleet shows in
+``status`` (last run, last error, last worker). The run lock is a PostgreSQL advisory
+lock held by a connection of its own for the whole run: the server releases it the
+moment that connection ends, however its holder dies, and ``pg_locks`` tells who holds
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from .._auth import _Secret
+from .._errors import ConfigurationError, SyncError, SyncLockedError
+from ..sync._checkpoint import (
+    MAX_CHECKPOINT_BYTES,
+    Checkpoint,
+    checkpoint_from_json,
+    checkpoint_to_json,
+    dumps,
+)
+from ..sync._stores import _check_key, _conflict
+
+__all__ = ["AccountState", "PostgresCheckpoints"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
+# application_name is cut by the server at 63 bytes.
+_APPLICATION_NAME_BYTES = 63
+
+
+def default_worker_name() -> str:
+    """``host:pid``: what ``status`` shows as the holder of an account."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lock_id(table: str, key: str) -> int:
+    """The advisory lock of ``key``: 64 bits of a digest (signed, as PostgreSQL's
+    ``bigint``), namespaced by the table so two fleets in one database do not collide."""
+    digest = hashlib.sha256(f"connexi-async:{table}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@attrs.frozen(kw_only=True)
+class AccountState:
+    """What the store knows of one account, for ``status`` (no secrets here)."""
+
+    key: str
+    version: int = 0
+    watermark: datetime | None = None
+    saved_at: datetime | None = None
+    last_run_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str = ""
+    last_worker: str = ""
+    held_by: str = ""  # the worker holding its run lock now, if any
+
+
+def _hide_password(exc: BaseException) -> str:
+    """A psycopg error as text, with anything that looks like a password cut out."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
+
+
+class PostgresCheckpoints:
+    """Checkpoints in PostgreSQL: sync's :class:`~connexi_async.sync.CheckpointStore`
+    for workers on several machines.
+
+    >>> store = PostgresCheckpoints("postgresql://sync@db/erp")
+    >>> async with store:
+    ...     await store.setup()                  # once: creates the table, idempotent
+    ...     sync = OrderSync(client, store, key="seller-7", start=...)
+
+    Exactly once: keep your data in the same database and pass an async ``write`` to
+    ``batch.commit(write=...)``. It gets the ``psycopg.AsyncConnection`` of the
+    transaction that moves the checkpoint, so both are committed or neither is::
+
+        async def write(db: psycopg.AsyncConnection) -> None:
+            async with db.cursor() as cur:
+                await cur.executemany("INSERT INTO orders ... ON CONFLICT ...", rows)
+
+        await batch.commit(write=write)
+
+    ``conninfo`` (a libpq connection string or URL) is kept out of every repr and
+    message; pass ``pool=`` to share a ``psycopg_pool.AsyncConnectionPool`` of yours.
+    ``max_connections`` (10) bounds our pool for loads and saves, ``max_locks`` (64) the
+    connections holding run locks (one per run under way); ``open_timeout`` (30 s) is
+    how long :meth:`open` waits for the database.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        pool: AsyncConnectionPool | None = None,
+        table: str = "connexi_checkpoints",
+        worker: str | None = None,
+        max_connections: int = 10,
+        open_timeout: float = 30.0,
+        max_locks: int = 64,
+    ) -> None:
+        if (conninfo is None) == (pool is None):
+            raise ConfigurationError(
+                "PostgresCheckpoints takes a conninfo or a pool= (one of them)"
+            )
+        if not _IDENTIFIER.fullmatch(table):
+            raise ConfigurationError(f"table must be a plain SQL identifier, got {table!r:.80}")
+        self.table = table
+        self.worker = worker or default_worker_name()
+        self._conninfo = _Secret(conninfo) if conninfo is not None else None
+        del conninfo  # no frame of ours keeps a password in clear
+        self._own_pool = pool is None
+        self._pool = pool
+        self._max_connections = max_connections
+        self._open_timeout = open_timeout
+        self._max_locks = max_locks
+        self._lock_pool: AsyncConnectionPool | None = None
+        self._opened = 0
+
+    def __repr__(self) -> str:
+        return f"<PostgresCheckpoints table={self.table}>"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the connection pool (``async with store`` does it)."""
+        self._opened += 1
+        if self._pool is None:
+            assert self._conninfo is not None
+            self._pool = AsyncConnectionPool(
+                str(self._conninfo),
+                min_size=1,
+                max_size=self._max_connections,
+                open=False,
+                kwargs={"autocommit": True},
+                name="connexi-checkpoints",
+            )
+        if self._own_pool and self._lock_pool is None:
+            assert self._conninfo is not None
+            # The run locks' connections: one per run under way, kept for the next runs
+            # (a new connection per account and cycle costs the worker and the server).
+            name = f"connexi-fleet {self.worker}".encode()[:_APPLICATION_NAME_BYTES]
+            self._lock_pool = AsyncConnectionPool(
+                str(self._conninfo),
+                min_size=0,
+                max_size=self._max_locks,
+                open=False,
+                kwargs={"autocommit": True, "application_name": name.decode(errors="ignore")},
+                name="connexi-run-locks",
+            )
+        if self._own_pool:
+            try:
+                assert self._lock_pool is not None
+                await self._lock_pool.open(wait=False)
+                await self._pool.open(wait=True, timeout=self._open_timeout)
+            except Exception as exc:
+                raise SyncError(
+                    f"cannot connect to the checkpoint database ({_hide_password(exc)})"
+                ) from None
+
+    async def close(self) -> None:
+        self._opened = max(self._opened - 1, 0)
+        if self._own_pool and self._pool is not None and not self._opened:
+            await self._pool.close()
+            self._pool = None
+            if self._lock_pool is not None:
+                await self._lock_pool.close()
+                self._lock_pool = None
+
+    async def __aenter__(self) -> PostgresCheckpoints:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, doing: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._pool is None:
+            raise ConfigurationError(
+                "the PostgresCheckpoints store is not open: use `async with store` (or a Fleet)"
+            )
+        try:
+            async with self._pool.connection() as db:
+                yield db
+        except psycopg.Error as exc:
+            raise SyncError(f"{self.table}: cannot {doing} ({_hide_password(exc)})") from None
+
+    # -- schema ------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Create the table if it is missing (idempotent; never done implicitly)."""
+        async with self._connection("create the checkpoint table") as db:
+            await db.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "key text PRIMARY KEY, "
+                "version bigint NOT NULL DEFAULT 0, "
+                "watermark timestamptz, "
+                "state text, "  # checkpoint_to_json: parsed off the event loop
+                "saved_at timestamptz, "
+                "last_run_at timestamptz, "
+                "last_success_at timestamptz, "
+                "last_error text NOT NULL DEFAULT '', "
+                "last_worker text NOT NULL DEFAULT '')"
+            )
+
+    # -- CheckpointStore ---------------------------------------------------------------
+
+    async def load(self, key: str) -> Checkpoint | None:
+        _check_key(key)
+        async with self._connection("read a checkpoint") as db:
+            cursor = await db.execute(
+                f"SELECT state FROM {self.table} WHERE key = %s AND version > 0", (key,)
+            )
+            row = await cursor.fetchone()
+        if row is None or row[0] is None:
+            return None
+        text: str = row[0]
+        if len(text) > MAX_CHECKPOINT_BYTES:
+            raise SyncError(f"{self.table} [{key!r}]: larger than {MAX_CHECKPOINT_BYTES:,} bytes")
+        where = f"{self.table} [{key!r}]"
+        # A checkpoint with 200,000 lookback ids is tens of milliseconds to read.
+        return await asyncio.to_thread(_parse, text, where)
+
+    async def save(
+        self,
+        key: str,
+        checkpoint: Checkpoint,
+        *,
+        write: Callable[[psycopg.AsyncConnection[Any]], Awaitable[object] | object] | None = None,
+    ) -> None:
+        """Compare-and-set ``checkpoint``; ``write(connection)``, if given, runs first in
+        the same transaction (an exception from it rolls everything back and is raised
+        as it is)."""
+        _check_key(key)
+        state = await asyncio.to_thread(lambda: dumps(checkpoint_to_json(checkpoint)).decode())
+        yours: list[BaseException] = []
+        try:
+            await self._save(key, checkpoint, state, write, yours)
+        except _Yours:
+            # Your write's own error, as it is (a psycopg error of yours is not ours).
+            raise yours[0] from None
+
+    async def _save(
+        self,
+        key: str,
+        checkpoint: Checkpoint,
+        state: str,
+        write: Callable[[psycopg.AsyncConnection[Any]], Awaitable[object] | object] | None,
+        yours: list[BaseException],
+    ) -> None:
+        async with self._connection("save a checkpoint") as db:
+            try:
+                async with db.transaction():
+                    cursor = await db.execute(
+                        f"SELECT version FROM {self.table} WHERE key = %s FOR UPDATE", (key,)
+                    )
+                    row = await cursor.fetchone()
+                    found = 0 if row is None else int(row[0])
+                    if found != checkpoint.version - 1:
+                        raise _conflict(key, checkpoint, found)
+                    if write is not None:
+                        try:
+                            result = write(db)
+                            if inspect.isawaitable(result):
+                                await result
+                        except BaseException as exc:
+                            yours.append(exc)
+                            raise
+                    cursor = await db.execute(
+                        f"INSERT INTO {self.table} AS t (key, version, watermark, state, saved_at) "
+                        "VALUES (%(key)s, %(version)s, %(watermark)s, %(state)s, now()) "
+                        "ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
+                        "watermark = excluded.watermark, state = excluded.state, "
+                        "saved_at = excluded.saved_at WHERE t.version = %(found)s",
+                        {
+                            "key": key,
+                            "version": checkpoint.version,
+                            "watermark": checkpoint.watermark,
+                            "state": state,
+                            "found": found,
+                        },
+                    )
+                    if cursor.rowcount != 1:  # a first save raced by another
+                        raise _conflict(key, checkpoint, found + 1)
+            except BaseException:
+                if yours:
+                    raise _Yours from None
+                raise
+
+    def lock(self, key: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
+        """The run lock of ``key``: an advisory lock on a connection of its own, held for
+        the whole run; :class:`SyncLockedError` naming the holder if another worker holds
+        it past ``wait`` seconds."""
+        return self._lock(_check_key(key), wait)
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, key: str, wait: float) -> AsyncIterator[None]:
+        lock = lock_id(self.table, key)
+        name = f"connexi-fleet {self.worker}".encode()[:_APPLICATION_NAME_BYTES]
+        async with self._lock_connection(key, name.decode(errors="ignore")) as db:
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + max(wait, 0.0)
+                while True:
+                    cursor = await db.execute("SELECT pg_try_advisory_lock(%s)", (lock,))
+                    row = await cursor.fetchone()
+                    if row is not None and row[0]:
+                        break
+                    if loop.time() >= deadline:
+                        holder = await self._holder(db, lock)
+                        raise SyncLockedError(
+                            f"sync {key!r} is already running ({holder or 'holder unknown'}): "
+                            "only one worker may sync an account at a time",
+                            key=key,
+                            holder=holder,
+                        )
+                    await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0.01)))
+                await db.execute(
+                    f"INSERT INTO {self.table} AS t (key, last_worker) VALUES (%s, %s) "
+                    "ON CONFLICT (key) DO UPDATE SET last_worker = excluded.last_worker",
+                    (key, self.worker),
+                )
+            except psycopg.Error as exc:
+                raise SyncError(
+                    f"{self.table}: cannot take the lock of {key!r} ({_hide_password(exc)})"
+                ) from None
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _lock_connection(
+        self, key: str, application_name: str
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection held for the whole run, from the run locks' pool (or yours),
+        unlocked before it goes back; ended instead if anything went wrong, so that no
+        pooled connection ever keeps a lock."""
+        if self._lock_pool is not None:
+            try:
+                connection = self._lock_pool.connection(timeout=self._open_timeout)
+                db = await connection.__aenter__()
+            except Exception as exc:
+                raise SyncError(
+                    f"{self.table}: cannot connect to take the lock of {key!r} "
+                    f"({_hide_password(exc)})"
+                ) from None
+            released = False
+            try:
+                yield db
+                with contextlib.suppress(psycopg.Error):  # a dead connection holds nothing
+                    await db.execute("SELECT pg_advisory_unlock_all()")
+                    released = True
+            finally:
+                if not released:
+                    # Whatever went wrong, never return a connection that may still
+                    # hold the lock: ending it releases the lock for sure.
+                    db.pgconn.finish()
+                await connection.__aexit__(None, None, None)
+            return
+        async with self._connection(f"take the lock of {key!r}") as db:
+            await db.execute(
+                "SELECT set_config('application_name', %s, false)", (application_name,)
+            )
+            released = False
+            try:
+                yield db
+                with contextlib.suppress(psycopg.Error):
+                    await db.execute("SELECT pg_advisory_unlock_all()")
+                    await db.execute("RESET application_name")
+                    released = True
+            finally:
+                if not released:
+                    db.pgconn.finish()  # as above: never back in the pool holding a lock
+
+    async def _holder(self, db: psycopg.AsyncConnection[Any], lock: int) -> str:
+        holders = await _holders(db, [lock])
+        return holders.get(lock, "")
+
+    # -- for the fleet's status ----------------------------------------------------------
+
+    async def record_run(self, key: str, *, error: str = "") -> None:
+        """Note that a run of ``key`` ended, with ``error`` ("" for a success)."""
+        _check_key(key)
+        async with self._connection("record a run") as db:
+            await db.execute(
+                f"INSERT INTO {self.table} AS t (key, last_run_at, last_success_at, "
+                "last_error, last_worker) VALUES (%(key)s, now(), "
+                "CASE WHEN %(error)s = '' THEN now() END, %(error)s, %(worker)s) "
+                "ON CONFLICT (key) DO UPDATE SET last_run_at = now(), "
+                "last_success_at = CASE WHEN %(error)s = '' THEN now() "
+                "ELSE t.last_success_at END, last_error = %(error)s, "
+                "last_worker = %(worker)s",
+                {"key": key, "error": error[:2000], "worker": self.worker},
+            )
+
+    async def states(self, keys: Iterable[str] | None = None) -> list[AccountState]:
+        """What the table holds of ``keys`` (all accounts if ``None``), with the worker
+        holding each one's lock now; accounts it has never seen come with their key only."""
+        wanted = None if keys is None else [_check_key(k) for k in keys]
+        async with self._connection("read the accounts' states") as db:
+            cursor = await db.execute(
+                f"SELECT key, version, watermark, saved_at, last_run_at, last_success_at, "
+                f"last_error, last_worker FROM {self.table} "
+                "WHERE %(keys)s::text[] IS NULL OR key = ANY(%(keys)s::text[]) ORDER BY key",
+                {"keys": wanted},
+            )
+            rows = {row[0]: row for row in await cursor.fetchall()}
+            order = wanted if wanted is not None else list(rows)
+            locks = {lock_id(self.table, k): k for k in order}
+            holders = await _holders(db, list(locks))
+        held = {locks[lock]: who for lock, who in holders.items()}
+        states = []
+        for key in order:
+            row = rows.get(key)
+            if row is None:
+                states.append(AccountState(key=key, held_by=held.get(key, "")))
+                continue
+            states.append(
+                AccountState(
+                    key=key,
+                    version=int(row[1]),
+                    watermark=_utc(row[2]),
+                    saved_at=_utc(row[3]),
+                    last_run_at=_utc(row[4]),
+                    last_success_at=_utc(row[5]),
+                    last_error=row[6] or "",
+                    last_worker=row[7] or "",
+                    held_by=held.get(key, ""),
+                )
+            )
+        return states
+
+
+async def _holders(db: psycopg.AsyncConnection[Any], locks: list[int]) -> dict[int, str]:
+    """Who holds each advisory lock now: the application name of the holding connection
+    (``connexi-fleet host:pid``), without its prefix."""
+    if not locks:
+        return {}
+    cursor = await db.execute(
+        "SELECT ((l.classid::bigint << 32) | l.objid::bigint) AS lock, a.application_name "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    wanted = set(locks)
+    found = {}
+    for raw, name in await cursor.fetchall():
+        lock = raw - (1 << 64) if raw >= 1 << 63 else raw
+        if lock in wanted:
+            found[lock] = (name or "").removeprefix("connexi-fleet ")
+    return found
+
+
+class _Yours(Exception):
+    """Carries "the consumer's write failed" past the wrapping of our own errors."""
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _parse(text: str, where: str) -> Checkpoint:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return checkpoint_from_json(value, where)

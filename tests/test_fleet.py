@@ -1,0 +1,566 @@
+"""The fleet (issue 18): PostgreSQL checkpoints, procrastinate jobs per account, the
+multi-account sandbox, and fleet runs of real worker processes killed with SIGKILL.
+
+PostgreSQL runs as a throwaway cluster (initdb + pg_ctl, as the ``postgres`` user when
+root). Missing server binaries fail these tests with a message saying what to install:
+they are never skipped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fleet_app import ORDERS_TABLE
+
+from connexi_async import AuthenticationError, ConfigurationError, ConnexiClient
+from connexi_async.fleet import Credentials, Fleet, FleetBatch, PostgresCheckpoints
+from connexi_async.fleet.testing import TemporaryCluster
+from connexi_async.sandbox import Sandbox
+from connexi_async.sync import (
+    Checkpoint,
+    CheckpointConflictError,
+    OrderSync,
+    SyncError,
+    SyncLockedError,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime.now(UTC).replace(microsecond=0)
+START = (NOW - timedelta(days=2)).replace(minute=0, second=0)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[TemporaryCluster]:
+    with TemporaryCluster() as running:
+        yield running
+
+
+_databases = iter(range(1, 10_000))
+
+
+@pytest.fixture
+def dsn(cluster: TemporaryCluster) -> str:
+    """A fresh database of the module's cluster, for one test."""
+    name = f"fleet_test_{next(_databases)}"
+    with psycopg.connect(cluster.conninfo, autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{name}"')
+    return cluster.conninfo.replace(f"dbname={cluster.database}", f"dbname={name}")
+
+
+@pytest.fixture
+async def store(dsn: str) -> AsyncIterator[PostgresCheckpoints]:
+    async with PostgresCheckpoints(dsn) as opened:
+        await opened.setup()
+        await opened.setup()  # idempotent
+        yield opened
+
+
+async def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as db:
+        cursor = await db.execute(sql, params or None)
+        return await cursor.fetchall() if cursor.description else []
+
+
+def a_checkpoint(version: int, hour: int = 1) -> Checkpoint:
+    return Checkpoint(
+        watermark=START + timedelta(hours=hour),
+        version=version,
+        start=START,
+        delivered=((START + timedelta(hours=hour), (1, 2, 3)),),
+        meta={"file": "x"},
+    )
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+async def test_store_compare_and_set(store: PostgresCheckpoints) -> None:
+    assert await store.load("seller-1") is None
+    await store.save("seller-1", a_checkpoint(1))
+    assert await store.load("seller-1") == a_checkpoint(1)
+    with pytest.raises(CheckpointConflictError) as caught:
+        await store.save("seller-1", a_checkpoint(1, hour=2))  # stale: expects version 0
+    assert caught.value.found == 1
+    assert caught.value.expected == 0
+    await store.save("seller-1", a_checkpoint(2, hour=2))
+    assert (await store.load("seller-1")) == a_checkpoint(2, hour=2)
+    assert await store.load("seller-2") is None  # keys are separate
+
+
+async def test_store_first_saves_racing_one_wins(store: PostgresCheckpoints) -> None:
+    results = await asyncio.gather(
+        *(store.save("race", a_checkpoint(1, hour=h)) for h in range(1, 9)),
+        return_exceptions=True,
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, CheckpointConflictError) for r in results if r is not None)
+
+
+async def test_store_write_runs_in_the_checkpoint_transaction(
+    store: PostgresCheckpoints, dsn: str
+) -> None:
+    await query(dsn, "CREATE TABLE sink (id bigint PRIMARY KEY)")
+
+    async def write(db: psycopg.AsyncConnection[Any]) -> None:
+        await db.execute("INSERT INTO sink VALUES (1), (2)")
+
+    await store.save("k", a_checkpoint(1), write=write)
+    assert await query(dsn, "SELECT id FROM sink ORDER BY id") == [(1,), (2,)]
+
+    class Broken(Exception):
+        pass
+
+    async def failing(db: psycopg.AsyncConnection[Any]) -> None:
+        await db.execute("INSERT INTO sink VALUES (3)")
+        raise Broken("the sink failed")
+
+    with pytest.raises(Broken):
+        await store.save("k", a_checkpoint(2), write=failing)
+    # Neither the row nor the checkpoint: both or nothing.
+    assert await query(dsn, "SELECT id FROM sink ORDER BY id") == [(1,), (2,)]
+    assert (await store.load("k")) == a_checkpoint(1)
+
+    async def duplicate(db: psycopg.AsyncConnection[Any]) -> None:
+        await db.execute("INSERT INTO sink VALUES (1)")
+
+    # The consumer's own database error comes back as it is, not as ours.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await store.save("k", a_checkpoint(2), write=duplicate)
+    # A conflict rolls the write back too.
+    with pytest.raises(CheckpointConflictError):
+        await store.save("k", a_checkpoint(5), write=write)
+    assert (await store.load("k")) == a_checkpoint(1)
+
+
+async def test_store_lock_is_exclusive_names_its_holder_and_dies_with_it(
+    store: PostgresCheckpoints, dsn: str
+) -> None:
+    async with store.lock("seller-1"):
+        other = PostgresCheckpoints(dsn, worker="other-host:42")
+        async with other:
+            with pytest.raises(SyncLockedError) as caught:
+                async with other.lock("seller-1", wait=0.3):
+                    pass
+            assert store.worker in str(caught.value)
+            async with other.lock("seller-2"):  # another account is free
+                states = {s.key: s for s in await other.states(["seller-1", "seller-2"])}
+                assert states["seller-1"].held_by == store.worker
+                assert states["seller-2"].held_by == "other-host:42"
+    # Released on exit.
+    async with store.lock("seller-1"):
+        pass
+    # A holder that dies (its connection ends, as when its process is killed) frees it
+    # at once, with no timeout to wait for.
+    async with store.lock("seller-3"):
+        await query(
+            dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            f"connexi-fleet {store.worker}",
+        )
+        heir = PostgresCheckpoints(dsn, worker="heir:1")
+        async with heir, heir.lock("seller-3", wait=5):
+            pass
+
+
+async def test_store_errors_never_show_a_password(cluster: TemporaryCluster) -> None:
+    secret = "pg-pass-4d2f9b"
+    dsn = f"host=127.0.0.1 port=1 dbname=x user=postgres password={secret} connect_timeout=2"
+    store = PostgresCheckpoints(dsn, open_timeout=1)
+    assert secret not in repr(store)
+    with pytest.raises(SyncError) as caught:
+        await store.open()
+    assert secret not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+    with pytest.raises(ConfigurationError, match="plain SQL identifier"):
+        PostgresCheckpoints(dsn, table="x; DROP TABLE y")
+
+
+async def test_order_sync_on_postgres_exactly_once(store: PostgresCheckpoints, dsn: str) -> None:
+    await query(dsn, "CREATE TABLE sink (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 1)")
+    async with Sandbox(orders=300, start=START, days=1.5) as sandbox:
+        async with ConnexiClient(**sandbox.credentials) as client:
+            for _ in range(2):  # the second run reads the lookback again: nothing twice
+                sync = OrderSync(
+                    client, store, key="seller", start=START, window=timedelta(hours=6)
+                )
+                async with sync.run_once() as run:
+                    async for batch in run:
+                        rows = [(o.id,) for o in batch.records]
+
+                        async def write(db: psycopg.AsyncConnection[Any], rows: Any = rows) -> None:
+                            async with db.cursor() as cursor:
+                                await cursor.executemany(
+                                    "INSERT INTO sink VALUES (%s) ON CONFLICT (id) "
+                                    "DO UPDATE SET n = sink.n + 1",
+                                    rows,
+                                )
+
+                        await batch.commit(write=write)
+        expected = sandbox.order_ids(START, NOW)
+    assert len(expected) == 300
+    assert await query(dsn, "SELECT count(*), max(n) FROM sink") == [(300, 1)]
+
+
+# -- the multi-account sandbox ---------------------------------------------------------------
+
+
+async def test_sandbox_accounts_have_their_own_credentials_data_and_recorder() -> None:
+    async with Sandbox(accounts=3, orders=50, start=START, days=1) as sandbox:
+        one, two = sandbox.accounts[1], sandbox.accounts[2]
+        assert [a.key for a in sandbox.accounts] == ["account-0", "account-1", "account-2"]
+        assert sandbox.account("account-2") is not None
+        assert one.credentials["api_secret"] != two.credentials["api_secret"]
+        assert sandbox.accounts[0].credentials == sandbox.credentials
+        async with ConnexiClient(**one.credentials) as client:
+            mine = await client.fetch_orders(START, NOW)
+        assert [o.id for o in mine] == one.order_ids(START, NOW)
+        theirs = two.dataset.get(mine[0].id)
+        assert theirs is not None
+        assert theirs != mine[0]
+        assert one.recorder.count("GET /v1/order") >= 1
+        assert two.recorder.count("GET") == 0
+        assert one.recorder.max_in_flight == 1
+        wrong = {**one.credentials, "api_secret": two.credentials["api_secret"]}
+        async with ConnexiClient(**wrong, max_attempts=1) as client:
+            with pytest.raises(AuthenticationError):
+                await client.fetch_orders(START, NOW)
+        assert sandbox.recorder.count("GET") == one.recorder.count("GET") + 1
+        sandbox.cap = 10  # applies to every account
+        async with ConnexiClient(**two.credentials) as client:
+            assert len(await client.fetch_orders(START, NOW)) == 10  # the server cut it
+        with pytest.raises(ValueError, match="accounts"):
+            Sandbox(accounts=0)
+
+
+# -- the fleet in this process ---------------------------------------------------------------
+
+
+def secrets_file(tmp_path: Path, sandbox: Sandbox) -> Path:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({a.key: dict(a.credentials) for a in sandbox.accounts}))
+    return path
+
+
+def fleet_env(dsn: str, secrets: Path, **extra: str) -> dict[str, str]:
+    return {
+        "CONNEXI_FLEET_DSN": dsn,
+        "CONNEXI_FLEET_SECRETS": str(secrets),
+        "CONNEXI_FLEET_START": START.isoformat(),
+        "CONNEXI_FLEET_WINDOW_HOURS": "6",
+        "CONNEXI_FLEET_TICK_SECONDS": "2",
+        "CONNEXI_FLEET_STALLED_SECONDS": "3",
+        **extra,
+    }
+
+
+async def all_tables_text(dsn: str) -> str:
+    """Every row of every table of the database, as text."""
+    tables = await query(
+        dsn,
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
+        "AND table_type = 'BASE TABLE'",
+    )
+    assert any(name == "procrastinate_jobs" for _, name in tables)
+    chunks = []
+    for schema, name in tables:
+        rows = await query(dsn, f'SELECT t::text FROM "{schema}"."{name}" t')
+        chunks += [row[0] for row in rows]
+    return "\n".join(chunks)
+
+
+async def test_fleet_in_process(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Sandbox(accounts=4, orders=40, start=START, days=1.5) as sandbox:
+        secrets = secrets_file(tmp_path, sandbox)
+        for name, value in fleet_env(dsn, secrets).items():
+            monkeypatch.setenv(name, value)
+        from fleet_app import make_fleet
+
+        fleet = make_fleet()
+        await fleet.setup()
+        await fleet.setup()  # idempotent
+        await query(dsn, ORDERS_TABLE)
+        assert await fleet.schedule() == 4
+        assert await fleet.schedule(due=False) == 0  # queued once only (queueing_lock)
+        status = {s.key: s for s in await fleet.status()}
+        assert {s.job for s in status.values()} == {"queued"}
+        assert all(s.watermark is None for s in status.values())
+
+        worker = asyncio.create_task(fleet.run_worker(concurrency=2, install_signal_handlers=False))
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    status = {s.key: s for s in await fleet.status()}
+                    if all(s.last_success_at for s in status.values()):
+                        break
+                    await asyncio.sleep(0.2)
+        finally:
+            worker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await worker
+        for account in sandbox.accounts:
+            row = status[account.key]
+            assert row.watermark is not None
+            assert row.watermark >= NOW - timedelta(minutes=2)
+            assert row.lag is not None
+            assert row.lag < timedelta(minutes=5)
+            assert row.last_error == ""
+            assert row.held_by == ""
+            ids = await query(
+                dsn, "SELECT id FROM fleet_orders WHERE account = %s ORDER BY id", account.key
+            )
+            assert [i for (i,) in ids] == sorted(account.order_ids(START, NOW))
+        # The secrets were given to the workers by the credentials callable only.
+        text = await all_tables_text(dsn)
+        for account in sandbox.accounts:
+            assert account.credentials["api_secret"] not in text
+            assert account.credentials["api_key"] not in text
+        assert "account-1" in text  # the jobs do carry the key
+        assert secrets.name not in caplog.text
+
+
+async def test_fleet_bad_credentials_fail_at_once_and_show_in_status(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Sandbox(accounts=2, orders=10, start=START, days=1) as sandbox:
+        entries = {a.key: dict(a.credentials) for a in sandbox.accounts}
+        entries["account-1"]["api_secret"] = "wrong-secret-77"
+        secrets = tmp_path / "secrets.json"
+        secrets.write_text(json.dumps(entries))
+        for name, value in fleet_env(dsn, secrets).items():
+            monkeypatch.setenv(name, value)
+        from fleet_app import make_fleet
+
+        fleet = make_fleet()
+        await fleet.setup()
+        await query(dsn, ORDERS_TABLE)
+        await fleet.schedule()
+        worker = asyncio.create_task(fleet.run_worker(concurrency=2, install_signal_handlers=False))
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    status = {s.key: s for s in await fleet.status()}
+                    if all(s.last_run_at for s in status.values()):
+                        break
+                    await asyncio.sleep(0.2)
+        finally:
+            worker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await worker
+        assert status["account-0"].last_error == ""
+        assert "HTTP 401" in status["account-1"].last_error
+        assert "wrong-secret-77" not in status["account-1"].last_error
+        # Not retried: an authentication failure waits for a person.
+        rows = await query(
+            dsn,
+            "SELECT status::text, attempts FROM procrastinate_jobs WHERE args->>'account' = %s",
+            "account-1",
+        )
+        assert rows == [("failed", 0)] or rows == [("failed", 1)]
+
+
+def test_fleet_options_are_checked() -> None:
+    async def credentials(key: str) -> Credentials:
+        raise AssertionError
+
+    async def sink(batch: FleetBatch) -> None:
+        raise AssertionError
+
+    base: dict[str, Any] = {
+        "accounts": ["a"],
+        "credentials": credentials,
+        "sink": sink,
+        "start": START,
+    }
+    with pytest.raises(ConfigurationError, match="tick"):
+        Fleet("dbname=x", **base, tick=timedelta(seconds=7))
+    with pytest.raises(ConfigurationError, match="interval"):
+        Fleet("dbname=x", **base, interval=timedelta(0))
+    with pytest.raises(ConfigurationError, match="sink"):
+        Fleet("dbname=x", **{**base, "sink": None})
+    fleet = Fleet("dbname=x password=hunter2", **base)
+    assert "hunter2" not in repr(fleet)
+    creds = Credentials("key", "very-secret")
+    assert "very-secret" not in repr(creds)
+
+
+# -- fleet runs: worker processes, SIGKILL, faults ---------------------------------------------
+
+
+async def start_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    handle = open(log, "ab")  # noqa: SIM115, ASYNC230 - the child writes to it until it ends
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "connexi_async", "fleet", "--app", "fleet_app:fleet",
+            "-v", "worker", "--concurrency", "10",
+            env=env, stdout=handle, stderr=handle, cwd=ROOT,
+        )  # fmt: skip
+    finally:
+        handle.close()
+
+
+@pytest.mark.parametrize("fault_rate", [0.0, 0.1], ids=["clean", "faults-10pct"])
+async def test_fleet_run_300_accounts_3_workers_one_killed(
+    tmp_path: Path, dsn: str, fault_rate: float
+) -> None:
+    accounts = 300
+    async with Sandbox(
+        accounts=accounts, orders=30, start=START, days=1.5, latency_ms=50, retry_after=0
+    ) as sandbox:
+        if fault_rate:
+            sandbox.faults.rate(
+                "GET /v1/order",
+                fault_rate,
+                seed=18,
+                kinds=["server_error", "bad_gateway", "unavailable", "rate_limit", "disconnect"],
+            )
+        secrets = secrets_file(tmp_path, sandbox)
+        env = {
+            **os.environ,
+            **fleet_env(dsn, secrets, CONNEXI_FLEET_INTERVAL_SECONDS="8"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+        }
+        setup = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "connexi_async", "fleet", "--app", "fleet_app:fleet",
+            "setup", env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await setup.communicate()
+        assert setup.returncode == 0, err.decode()
+        await query(dsn, ORDERS_TABLE)
+        logs = [tmp_path / f"worker-{n}.log" for n in range(3)]
+        workers = [await start_worker(env, log) for log in logs]
+        victim = workers[0]
+        victim_name = f"{os.uname().nodename}:{victim.pid}"
+        held_at_kill: set[str] = set()
+        try:
+            # Nothing is queued by hand: the workers' own ticks schedule every account.
+            store = PostgresCheckpoints(dsn)
+            async with store, asyncio.timeout(120):
+                while not held_at_kill:
+                    states = await store.states([a.key for a in sandbox.accounts])
+                    held_at_kill = {s.key for s in states if s.held_by == victim_name}
+                    if not held_at_kill:
+                        await asyncio.sleep(0.05)
+                victim.send_signal(signal.SIGKILL)
+                await victim.wait()
+                killed_at = time.monotonic()
+                # The others finish every account, the victim's included.
+                while True:
+                    states = await store.states([a.key for a in sandbox.accounts])
+                    if all(
+                        s.last_success_at is not None
+                        and s.watermark is not None
+                        and s.watermark >= NOW - timedelta(minutes=1)
+                        and s.last_worker != victim_name
+                        for s in states
+                        if s.key in held_at_kill
+                    ) and all(s.last_success_at is not None for s in states):
+                        break
+                    await asyncio.sleep(0.2)
+                recovered_in = time.monotonic() - killed_at
+            # One more cycle after the kill: every account read again, lookback included.
+            async with asyncio.timeout(120):
+                target = datetime.now(UTC)
+                async with store:
+                    while True:
+                        states = await store.states([a.key for a in sandbox.accounts])
+                        if all(s.last_success_at and s.last_success_at > target for s in states):
+                            break
+                        await asyncio.sleep(0.2)
+        finally:
+            for worker in workers:
+                if worker.returncode is None:
+                    worker.send_signal(signal.SIGTERM)
+            for worker in workers:
+                try:
+                    async with asyncio.timeout(30):
+                        await worker.wait()
+                except TimeoutError:
+                    worker.kill()
+                    await worker.wait()
+        output = "\n".join(log.read_text(errors="replace") for log in logs)
+
+        assert victim.returncode == -signal.SIGKILL
+        assert held_at_kill, "the victim was killed while syncing accounts"
+        # Every account's orders reached the sink, each exactly once.
+        rows = await query(
+            dsn, "SELECT account, array_agg(id ORDER BY id), max(deliveries) FROM fleet_orders "
+            "GROUP BY account"
+        )  # fmt: skip
+        delivered = {account: (ids, most) for account, ids, most in rows}
+        assert len(delivered) == accounts
+        duplicates = sum(1 for _, most in delivered.values() if most != 1)
+        assert duplicates == 0
+        checkpoints = {s.key: s for s in states}
+        for account in sandbox.accounts:
+            ids, _ = delivered[account.key]
+            # The checkpoint matches the sink: every order before its watermark, no other.
+            watermark = checkpoints[account.key].watermark
+            assert watermark is not None
+            assert ids == sorted(account.order_ids(START, watermark)), account.key
+            assert len(ids) == 30
+            # Never in flight on two workers at once (each sync sends one at a time).
+            assert account.recorder.max_in_flight == 1, account.key
+        for key in held_at_kill:
+            assert checkpoints[key].last_worker != victim_name
+        if fault_rate:
+            assert sum(sandbox.recorder.faults.values()) > 50
+        # Secrets never reached the database or the workers' logs.
+        text = await all_tables_text(dsn)
+        for account in sandbox.accounts[:20]:
+            assert account.credentials["api_secret"] not in text
+            assert account.credentials["api_secret"] not in output
+        print(f"recovered {len(held_at_kill)} accounts {recovered_in:.1f} s after the kill")
+
+
+async def test_fleet_recovers_a_stalled_job_whose_account_is_queued_again(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a dead worker's job could not be given back when a tick had queued
+    its account again (the queueing lock refused the retry): the tick failed every time
+    and the dead job's lock kept the account from ever being synced again."""
+    async with Sandbox(accounts=2, orders=10, start=START, days=1) as sandbox:
+        secrets = secrets_file(tmp_path, sandbox)
+        for name, value in fleet_env(dsn, secrets).items():
+            monkeypatch.setenv(name, value)
+        from fleet_app import make_fleet
+
+        fleet = make_fleet()
+        await fleet.setup()
+        await query(dsn, ORDERS_TABLE)
+        assert await fleet.schedule(only=["account-1"], due=False) == 1
+        # Its worker took it, then died: no heartbeat for an hour.
+        [(dead,)] = await query(
+            dsn,
+            "INSERT INTO procrastinate_workers (last_heartbeat) "
+            "VALUES (now() - interval '1 hour') RETURNING id",
+        )
+        await query(dsn, "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s", dead)
+        assert await fleet.schedule(only=["account-1"], due=False) == 1  # a tick queued it again
+        assert await fleet.recover_stalled() == 1
+        rows = await query(dsn, "SELECT status::text FROM procrastinate_jobs ORDER BY id")
+        assert rows == [("failed",), ("todo",)]
+        worker = asyncio.create_task(fleet.run_worker(concurrency=2, install_signal_handlers=False))
+        try:
+            async with asyncio.timeout(60):
+                # Polled: the worker reports through the database only.
+                while not (await fleet.status())[1].last_success_at:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+        finally:
+            worker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await worker
