@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -38,18 +39,32 @@ async def _query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
         return await cursor.fetchall() if cursor.description else []
 
 
-async def _cycle(fleet: Any, keys: list[str]) -> float:
+async def _cycle(fleet: Any, dsn: str, keys: list[str]) -> float:
     started = time.perf_counter()
     since = datetime.now(UTC)
     assert await fleet.schedule(due=False) == len(keys)
-    while True:
-        states = await fleet.store.states(keys)
-        if all(s.last_success_at is not None and s.last_success_at >= since for s in states):
-            return time.perf_counter() - started
-        failed = [s for s in states if s.last_error]
-        if failed:
-            raise RuntimeError(f"{failed[0].key}: {failed[0].last_error}")
-        await asyncio.sleep(0.05)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as db:
+        while True:  # a light poll: the figure is the workers', not the poller's
+            cursor = await db.execute(
+                "SELECT count(*) FILTER (WHERE last_success_at >= %s), "
+                "max(last_error) FROM connexi_checkpoints",
+                (since,),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            if row[1]:
+                raise RuntimeError(f"a sync failed: {row[1]}")
+            if row[0] == len(keys):
+                return time.perf_counter() - started
+            await asyncio.sleep(0.05)
+
+
+def _busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 async def _one_count(
@@ -75,6 +90,8 @@ async def _one_count(
     fleet = make_fleet()
     await fleet.setup()
     await _query(dsn, ORDERS_TABLE)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = usage.ru_utime + usage.ru_stime
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -100,9 +117,12 @@ async def _one_count(
                 await asyncio.sleep(0.05)
             keys = [a.key for a in sandbox.accounts]
             before = sandbox.recorder.count("GET /v1/order")
-            backfill = await _cycle(fleet, keys)
+            busy_before = _busy()
+            backfill = await _cycle(fleet, dsn, keys)
+            busy_middle = _busy()
             middle = sandbox.recorder.count("GET /v1/order")
-            steady = await _cycle(fleet, keys)
+            steady = await _cycle(fleet, dsn, keys)
+            busy_after = _busy()
             after = sandbox.recorder.count("GET /v1/order")
         rows = await _query(dsn, "SELECT count(*), coalesce(max(deliveries), 0) FROM fleet_orders")
     finally:
@@ -120,7 +140,14 @@ async def _one_count(
             else:
                 os.environ[key] = value
     assert rows[0][1] == 1, "an order was delivered twice"
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
+        # CPU of the worker processes (from start to exit) per account synced.
+        "worker_cpu_ms": 1000
+        * (cpu_after.ru_utime + cpu_after.ru_stime - cpu_before)
+        / (2 * len(keys)),
+        "busy_backfill": (busy_middle[0] - busy_before[0]) / (busy_middle[1] - busy_before[1]),
+        "busy_steady": (busy_after[0] - busy_middle[0]) / (busy_after[1] - busy_middle[1]),
         "workers": workers,
         "backfill": backfill,
         "steady": steady,
@@ -163,6 +190,11 @@ async def workload_fleet(rounds: int = 1) -> list[dict[str, Any]]:
              "unit": "s", "params": params},
             {"name": f"fleet: {workers} worker(s), steady accounts/s",
              "value": ACCOUNTS / result["steady"], "unit": "acct/s", "params": params},
+            {"name": f"fleet: {workers} worker(s), machine busy, backfill / steady",
+             "value": 100 * result["busy_backfill"], "unit": "%",
+             "params": {**params, "steady_busy_percent": round(100 * result["busy_steady"], 1)}},
+            {"name": f"fleet: {workers} worker(s), worker CPU per account cycle",
+             "value": result["worker_cpu_ms"], "unit": "ms", "params": params},
         ]  # fmt: skip
     for phase in ("backfill", "steady"):
         rows.append(

@@ -36,6 +36,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
 from .._auth import _Secret
 from .._client import ConnexiClient
+from .._cooperative import Steps, run_sliced
 from .._errors import (
     AuthenticationError,
     ConfigurationError,
@@ -53,6 +54,10 @@ logger = logging.getLogger("connexi_async.fleet")
 
 SYNC_TASK = "connexi_async.fleet.sync_account"
 TICK_TASK = "connexi_async.fleet.tick"
+# Job priorities (higher first): the tick, then dead workers' accounts, then the rest.
+TICK_PRIORITY = 100
+RECOVERED_PRIORITY = 10
+_DEFER_BATCH = 500
 # Failures that retrying cannot mend until a person acts: the job fails at once (the
 # next tick queues the account again, and status shows the error meanwhile).
 _FATAL = (ConfigurationError, AuthenticationError, PermissionDeniedError)
@@ -227,7 +232,7 @@ class Fleet:
         # Ahead of every queued sync: with thousands of accounts queued, a tick behind
         # them would leave dead workers' accounts waiting until the backlog drained.
         tick_task = self.app.task(
-            name=TICK_TASK, queue=queue, queueing_lock=TICK_TASK, priority=100
+            name=TICK_TASK, queue=queue, queueing_lock=TICK_TASK, priority=TICK_PRIORITY
         )(self._tick)
         if tick is not None:
             self.app.periodic(cron=_cron(tick), periodic_id="connexi-fleet")(tick_task)
@@ -331,19 +336,32 @@ class Fleet:
                     if (s.last_run_at is None or s.last_run_at <= cutoff) and not s.held_by
                 ]
             queued = await self._queued()
+            pending = [key for key in keys if _lock_name(key) not in queued]
             deferred = 0
-            for key in keys:
-                lock = _lock_name(key)
-                if lock in queued:
-                    continue
-                with contextlib.suppress(procrastinate_exceptions.AlreadyEnqueued):
-                    await self.sync_task.configure(lock=lock, queueing_lock=lock).defer_async(
-                        account=key
-                    )
-                    deferred += 1
+            # In batches: one statement per 500 accounts, and jobs built a batch at a time
+            # (10,000 at once would hold the loop).
+            for first in range(0, len(pending), _DEFER_BATCH):
+                deferred += await self._defer(pending[first : first + _DEFER_BATCH])
             if deferred:
                 logger.info("fleet: queued %d account syncs", deferred)
             return deferred
+
+    async def _defer(self, keys: list[str]) -> int:
+        def job(key: str) -> Job:
+            lock = _lock_name(key)
+            return self.sync_task.configure(lock=lock, queueing_lock=lock).make_new_job(account=key)
+
+        try:
+            await self.app.job_manager.batch_defer_jobs_async([job(key) for key in keys])
+            return len(keys)
+        except procrastinate_exceptions.AlreadyEnqueued:
+            pass  # another scheduler queued some meanwhile: one at a time, skipping those
+        deferred = 0
+        for key in keys:
+            with contextlib.suppress(procrastinate_exceptions.AlreadyEnqueued):
+                await self.app.job_manager.defer_job_async(job(key))
+                deferred += 1
+        return deferred
 
     async def recover_stalled(self) -> int:
         """Put back in the queue the sync jobs of workers that stopped beating (killed,
@@ -357,12 +375,20 @@ class Fleet:
             )
             count = 0
             for job in stalled:
+                # Given back ahead of the backlog: these accounts waited longest.
                 try:
-                    await manager.retry_job(job)
+                    await manager.retry_job(job, priority=RECOVERED_PRIORITY)
                 except procrastinate_exceptions.UniqueViolation:
                     # The account is queued again already (a tick came meanwhile): that
-                    # job does the work; this one ends, or its lock would block it.
+                    # job does the work, moved ahead; this one ends, or its lock would
+                    # block it.
                     await manager.finish_job(job, status=Status.FAILED, delete_job=False)
+                    await self.app.connector.execute_query_async(
+                        "UPDATE procrastinate_jobs SET priority = %(priority)s "
+                        "WHERE queueing_lock = %(lock)s AND status = 'todo'",
+                        priority=RECOVERED_PRIORITY,
+                        lock=job.queueing_lock,
+                    )
                     what = "ended (the account is queued again)"
                 except procrastinate_exceptions.ConnectorException as exc:
                     logger.error("fleet: cannot give back %s: %s", job.call_string, exc)
@@ -383,8 +409,7 @@ class Fleet:
             keys = await self.accounts()
             states = await self.store.states(keys)
             jobs = await self._job_states()
-        now = datetime.now(UTC)
-        return [_status(s, jobs.get(_lock_name(s.key), ""), now) for s in states]
+        return await run_sliced(_statuses(states, jobs, datetime.now(UTC)))
 
     # -- the tasks ------------------------------------------------------------------------
 
@@ -492,6 +517,17 @@ class Fleet:
 
 def _lock_name(account: str) -> str:
     return f"connexi-fleet:{account}"
+
+
+def _statuses(
+    states: list[AccountState], jobs: dict[str, str], now: datetime
+) -> Steps[list[AccountStatus]]:
+    statuses = []
+    for index, state in enumerate(states):
+        if index % 64 == 63:
+            yield
+        statuses.append(_status(state, jobs.get(_lock_name(state.key), ""), now))
+    return statuses
 
 
 def _status(state: AccountState, job: str, now: datetime) -> AccountStatus:

@@ -27,6 +27,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from .._auth import _Secret
+from .._cooperative import Steps, run_sliced
 from .._errors import ConfigurationError, SyncError, SyncLockedError
 from ..sync._checkpoint import (
     MAX_CHECKPOINT_BYTES,
@@ -423,26 +424,35 @@ class PostgresCheckpoints:
             locks = {lock_id(self.table, k): k for k in order}
             holders = await _holders(db, list(locks))
         held = {locks[lock]: who for lock, who in holders.items()}
-        states = []
-        for key in order:
-            row = rows.get(key)
-            if row is None:
-                states.append(AccountState(key=key, held_by=held.get(key, "")))
-                continue
-            states.append(
-                AccountState(
-                    key=key,
-                    version=int(row[1]),
-                    watermark=_utc(row[2]),
-                    saved_at=_utc(row[3]),
-                    last_run_at=_utc(row[4]),
-                    last_success_at=_utc(row[5]),
-                    last_error=row[6] or "",
-                    last_worker=row[7] or "",
-                    held_by=held.get(key, ""),
-                )
+        # Built in slices: 10,000 accounts at once would hold the loop.
+        return await run_sliced(_build_states(order, rows, held))
+
+
+def _build_states(
+    order: list[str], rows: dict[str, Any], held: dict[str, str]
+) -> Steps[list[AccountState]]:
+    states = []
+    for index, key in enumerate(order):
+        if index % 64 == 63:
+            yield
+        row = rows.get(key)
+        if row is None:
+            states.append(AccountState(key=key, held_by=held.get(key, "")))
+            continue
+        states.append(
+            AccountState(
+                key=key,
+                version=int(row[1]),
+                watermark=_utc(row[2]),
+                saved_at=_utc(row[3]),
+                last_run_at=_utc(row[4]),
+                last_success_at=_utc(row[5]),
+                last_error=row[6] or "",
+                last_worker=row[7] or "",
+                held_by=held.get(key, ""),
             )
-        return states
+        )
+    return states
 
 
 async def _holders(db: psycopg.AsyncConnection[Any], locks: list[int]) -> dict[int, str]:
