@@ -593,3 +593,82 @@ async def test_fleet_schedule_survives_a_racing_scheduler(
         assert await fleet.schedule(due=False) == 2  # the batch fell back, one at a time
         rows = await query(dsn, "SELECT args->>'account' FROM procrastinate_jobs ORDER BY id")
         assert sorted(r[0] for r in rows) == ["account-0", "account-1", "account-2"]
+
+
+async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connexi_async", "fleet", *args,
+        env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_fleet_command_line(tmp_path: Path, dsn: str) -> None:
+    async with Sandbox(accounts=3, orders=5, start=START, days=1) as sandbox:
+        secrets = secrets_file(tmp_path, sandbox)
+        env = {
+            **os.environ,
+            **fleet_env(dsn, secrets),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+        }
+        app = ("--app", "fleet_app:fleet")
+        for _ in range(2):  # idempotent
+            code, _, err = await run_cli(env, *app, "setup")
+            assert code == 0, err
+        code, _, err = await run_cli(env, *app, "schedule", "--account", "account-2")
+        assert code == 0, err
+        assert "1 account syncs queued" in err
+        code, _, err = await run_cli(env, *app, "schedule")  # the due ones: the two others
+        assert "2 account syncs queued" in err
+        code, out, err = await run_cli(env, *app, "status")
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].split()[:3] == ["account", "watermark", "lag"]
+        assert [line.split()[0] for line in lines[1:]] == ["account-0", "account-1", "account-2"]
+        assert all("queued" in line for line in lines[1:])
+        assert "3 accounts, 0 failing" in err
+        code, out, _ = await run_cli(env, *app, "status", "--json")
+        rows = [json.loads(line) for line in out.splitlines()]
+        assert [r["account"] for r in rows] == ["account-0", "account-1", "account-2"]
+        assert rows[0]["job"] == "queued"
+        assert rows[0]["watermark"] is None
+        for account in sandbox.accounts:
+            assert account.credentials["api_secret"] not in out + err
+        # Mistakes in --app are usage errors that say what is wrong.
+        code, _, err = await run_cli(env, "status")
+        assert code == 2
+        assert "--app" in err
+        code, _, err = await run_cli(env, "--app", "no_such_module:fleet", "status")
+        assert code == 2
+        assert "cannot import no_such_module" in err
+        code, _, err = await run_cli(env, "--app", "fleet_app:nothing", "status")
+        assert code == 2
+        assert "has no nothing" in err
+        code, _, err = await run_cli(env, "--app", "fleet_app:ORDERS_TABLE", "status")
+        assert code == 2
+        assert "expected a Fleet" in err
+
+
+async def test_sandbox_command_writes_an_accounts_file(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connexi_async.sandbox", "--port", "0", "--accounts", "4",
+        "--orders", "5", "--start", START.isoformat(), "--days", "1",
+        "--accounts-file", str(path), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            while b"CONNEXI_SANDBOX_ACCOUNTS_FILE" not in await process.stdout.readline():
+                pass
+        entries = json.loads(path.read_text())
+        assert sorted(entries) == ["account-0", "account-1", "account-2", "account-3"]
+        assert path.stat().st_mode & 0o077 == 0
+        async with ConnexiClient(**entries["account-3"]) as client:
+            assert len(await client.fetch_orders(START, NOW)) == 5
+    finally:
+        process.terminate()
+        await process.wait()

@@ -16,6 +16,7 @@ from ._common import (
     SANDBOX_DAYS,
     SANDBOX_START,
     Progress,
+    UsageError,
     connect,
 )
 
@@ -73,5 +74,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def cmd_sandbox(args: argparse.Namespace) -> int:
+    if args.accounts_file and not args.accounts:
+        raise UsageError("--accounts-file needs --accounts N")
     await serve_sandbox(args)
     return EXIT_OK

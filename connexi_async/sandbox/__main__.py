@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -51,6 +53,20 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="serve HTTPS with a throwaway CA; its certificate file is printed (CONNEXI_CA_FILE)",
     )
     parser.add_argument(
+        "--accounts",
+        type=int,
+        default=None,
+        help="serve this many seller accounts, each its own credentials and data "
+        "(--orders each); see --accounts-file",
+    )
+    parser.add_argument(
+        "--accounts-file",
+        default=None,
+        metavar="PATH",
+        help="with --accounts: write {account: {api_key, api_secret, base_url}} there as "
+        "JSON (mode 0600), for a fleet's credentials callable to read",
+    )
+    parser.add_argument(
         "--cache-mb",
         type=int,
         default=DEFAULT_CACHE_BYTES // 2**20,
@@ -73,11 +89,20 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         host=args.host,
         port=args.port,
         tls=args.tls,
+        accounts=args.accounts,
     )
     if args.fault_rate:
         kinds = [FaultKind(k.strip()) for k in args.fault_kinds.split(",") if k.strip()]
         sandbox.faults.rate("GET", args.fault_rate, kinds=kinds, seed=args.fault_seed)
     return sandbox
+
+
+def write_accounts_file(path: str, sandbox: Sandbox) -> None:
+    """Every account's credentials as JSON, readable by its owner only."""
+    entries = {account.key: dict(account.credentials) for account in sandbox.accounts}
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(entries, file, indent=1)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -98,13 +123,19 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"CONNEXI_PARTNER_SECRET={partner['partner_secret']}", flush=True)
         if sandbox.tls:
             print(f"CONNEXI_CA_FILE={sandbox.ca_file}", flush=True)
+        if args.accounts_file and sandbox.accounts:
+            write_accounts_file(args.accounts_file, sandbox)
+            print(f"CONNEXI_SANDBOX_ACCOUNTS_FILE={args.accounts_file}", flush=True)
         print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
         await stop.wait()
     print("sandbox stopped", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.accounts_file and not args.accounts:
+        parser.error("--accounts-file needs --accounts N")
     asyncio.run(serve(args))
     return 0
 
