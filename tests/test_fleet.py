@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -672,3 +673,221 @@ async def test_sandbox_command_writes_an_accounts_file(tmp_path: Path) -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+# -- regressions from the adversarial review ---------------------------------------------------
+
+
+async def fleet_for(
+    tmp_path: Path, dsn: str, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> Fleet:
+    secrets = secrets_file(tmp_path, sandbox)
+    for name, value in fleet_env(dsn, secrets).items():
+        monkeypatch.setenv(name, value)
+    from fleet_app import accounts, credentials, sink
+
+    fleet = Fleet(
+        dsn,
+        accounts=options.pop("accounts", accounts),
+        credentials=options.pop("credentials", credentials),
+        sink=sink,
+        start=START,
+        window=timedelta(hours=6),
+        settle=timedelta(seconds=30),
+        retry_wait=timedelta(seconds=1),
+        stalled_after=timedelta(seconds=3),
+        tick=options.pop("tick", timedelta(seconds=2)),
+        **options,
+    )
+    await fleet.setup()
+    await query(dsn, ORDERS_TABLE)
+    return fleet
+
+
+async def wait_synced(fleet: Fleet, keys: list[str], since: datetime, seconds: float = 60) -> None:
+    async with fleet, asyncio.timeout(seconds):
+        while True:
+            states = await fleet.store.states(keys)
+            if all(s.last_success_at and s.last_success_at >= since for s in states):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_fleet_worker_rides_out_a_database_restart(
+    tmp_path: Path, dsn: str, cluster: TemporaryCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a PostgreSQL restart stopped every worker, with exit code 0."""
+    async with Sandbox(accounts=2, orders=10, start=START, days=1) as sandbox:
+        fleet = await fleet_for(tmp_path, dsn, sandbox, monkeypatch)
+        worker = asyncio.create_task(fleet.run_worker(concurrency=2, install_signal_handlers=False))
+        try:
+            await wait_synced(fleet, ["account-0", "account-1"], START)
+            await asyncio.to_thread(cluster.restart)
+            restarted = datetime.now(UTC)
+            await asyncio.sleep(1)
+            assert not worker.done()  # still there, starting again
+            async with fleet:
+                await fleet.schedule(due=False)
+            await wait_synced(fleet, ["account-0", "account-1"], restarted)
+            assert not worker.done()
+        finally:
+            worker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await worker
+        rows = await query(dsn, "SELECT count(*), max(deliveries) FROM fleet_orders")
+        assert rows == [(20, 1)]
+
+
+async def test_fleet_worker_that_cannot_connect_at_start_says_so() -> None:
+    async def credentials(key: str) -> Credentials:
+        raise AssertionError
+
+    async def sink(batch: FleetBatch) -> None:
+        raise AssertionError
+
+    secret = "pw-88c1d"
+    fleet = Fleet(
+        f"postgresql://postgres:{secret}@127.0.0.1:1/x?connect_timeout=2",
+        accounts=["a"],
+        credentials=credentials,
+        sink=sink,
+        start=START,
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        await fleet.run_worker(install_signal_handlers=False)
+    assert "cannot connect" in str(caught.value)
+    assert secret not in str(caught.value)
+    assert secret not in repr(fleet)
+    # A conninfo libpq cannot parse is refused without being shown (its messages quote it).
+    with pytest.raises(ConfigurationError) as bad:
+        Fleet(
+            "postgresql://postgres:S3cr%ZZet@127.0.0.1/x",
+            accounts=["a"],
+            credentials=credentials,
+            sink=sink,
+            start=START,
+        )
+    assert "S3cr" not in str(bad.value)
+
+
+async def test_two_fleets_share_a_database_without_meeting(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: lock names and the tick were not named by the fleet: a second fleet
+    queued nothing for keys the first one had queued, and got a share of its ticks."""
+    async with Sandbox(accounts=3, orders=5, start=START, days=1) as sandbox:
+        one = await fleet_for(tmp_path, dsn, sandbox, monkeypatch, queue="one", table="one_state")
+        two = await fleet_for(tmp_path, dsn, sandbox, monkeypatch, queue="two", table="two_state")
+        async with one, two:
+            assert await one.schedule(due=False) == 3
+            assert await two.schedule(due=False) == 3
+            assert {s.job for s in await two.status()} == {"queued"}
+        workers = [
+            asyncio.create_task(fleet.run_worker(concurrency=3, install_signal_handlers=False))
+            for fleet in (one, two)
+        ]
+        try:
+            keys = [a.key for a in sandbox.accounts]
+            await wait_synced(one, keys, START)
+            await wait_synced(two, keys, START)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        ticks = await query(
+            dsn, "SELECT periodic_id, count(*) FROM procrastinate_periodic_defers GROUP BY 1"
+        )
+        assert {periodic for periodic, _ in ticks} <= {"connexi-fleet:one", "connexi-fleet:two"}
+
+
+async def test_fleet_run_that_finds_the_account_locked_is_not_a_success(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a run that found another worker holding the account was recorded
+    as a success (and took over last_worker) although it synced nothing."""
+    async with Sandbox(accounts=1, orders=5, start=START, days=1) as sandbox:
+        fleet = await fleet_for(tmp_path, dsn, sandbox, monkeypatch)
+        other = PostgresCheckpoints(dsn, worker="frozen-host:1")
+        async with fleet, other, other.lock("account-0"):
+            with pytest.raises(SyncLockedError):
+                await fleet._sync_account("account-0")
+            (state,) = await fleet.store.states(["account-0"])
+        assert state.last_success_at is None
+        assert state.last_run_at is None
+        assert state.held_by == "frozen-host:1"
+        assert await query(dsn, "SELECT count(*) FROM fleet_orders") == [(0,)]
+
+
+async def test_fleet_run_stops_when_its_lock_is_lost(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Sandbox(accounts=1, orders=5, start=START, days=1) as sandbox:
+        fleet = await fleet_for(tmp_path, dsn, sandbox, monkeypatch)
+        store = fleet.store
+        async with store, store.lock("account-0"):
+            await query(
+                dsn,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND pid <> pg_backend_pid() "
+                "AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = pg_stat_activity.pid "
+                "AND l.locktype = 'advisory')",
+                f"connexi-fleet {store.worker}",
+            )
+            with pytest.raises(SyncLockedError, match="lost its run lock"):
+                await store.save("account-0", a_checkpoint(1))
+        assert await store_load(dsn, "account-0") is None
+
+
+async def store_load(dsn: str, key: str) -> Checkpoint | None:
+    async with PostgresCheckpoints(dsn) as store:
+        return await store.load(key)
+
+
+async def test_fleet_hostile_accounts_and_credentials(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Sandbox(accounts=2, orders=5, start=START, days=1) as sandbox:
+
+        async def accounts() -> list[Any]:
+            return ["account-0", "bad\nkey", "x" * 201, 7, "account-1", "account-0"]
+
+        fleet = await fleet_for(tmp_path, dsn, sandbox, monkeypatch, accounts=accounts)
+        async with fleet:
+            # One bad key is skipped and logged; it does not stop the fleet.
+            assert await fleet.accounts() == ["account-0", "account-1"]
+            assert "'bad\\nkey'" in caplog.text
+            assert await fleet.schedule() == 2
+            assert len(await fleet.status()) == 2
+            # Two callers at once share one opening (a web app's two requests).
+            await asyncio.gather(fleet.status(), fleet.schedule(), fleet.status())
+            with pytest.raises(ConfigurationError, match="not accounts of this fleet"):
+                await fleet.schedule(only=["account-9"])
+
+        async def vault(key: str) -> Any:
+            return dict(sandbox.account(key).credentials)  # a dict, not Credentials
+
+        plain = await fleet_for(tmp_path, dsn, sandbox, monkeypatch, credentials=vault)
+        async with plain:
+            with pytest.raises(ConfigurationError, match="must return") as caught:
+                await plain._sync_account("account-1")
+        text = "".join(
+            traceback.TracebackException.from_exception(caught.value, capture_locals=True).format()
+        )
+        assert sandbox.account("account-1").credentials["api_secret"] not in text
+
+    async def credentials(key: str) -> Credentials:
+        raise AssertionError
+
+    async def sink(batch: FleetBatch) -> None:
+        raise AssertionError
+
+    def plain_sink(batch: FleetBatch) -> None:
+        raise AssertionError
+
+    base: dict[str, Any] = {"credentials": credentials, "sink": sink, "start": START}
+    with pytest.raises(ConfigurationError, match="accounts must be"):
+        Fleet(dsn, accounts="seller-1", **base)
+    with pytest.raises(ConfigurationError, match="sink must be an async function"):
+        Fleet(dsn, accounts=["a"], **{**base, "sink": plain_sink})
+    with pytest.raises(ConfigurationError, match="account_concurrency"):
+        Fleet(dsn, accounts=["a"], **base, account_concurrency=0)

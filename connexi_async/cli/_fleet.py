@@ -91,6 +91,10 @@ def load_fleet(spec: str | None) -> Fleet:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(f"--app {spec}: cannot import {module_name} ({exc})") from None
+    except Exception as exc:
+        raise UsageError(
+            f"--app {spec}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+        ) from None
     target = module
     for part in attribute.split("."):
         try:
@@ -98,7 +102,12 @@ def load_fleet(spec: str | None) -> Fleet:
         except AttributeError:
             raise UsageError(f"--app {spec}: {module_name} has no {attribute}") from None
     if not isinstance(target, Fleet) and callable(target):
-        target = target()
+        try:
+            target = target()
+        except Exception as exc:
+            raise UsageError(
+                f"--app {spec}: {attribute}() failed: {type(exc).__name__}: {exc}"
+            ) from None
     if not isinstance(target, Fleet):
         raise UsageError(f"--app {spec}: expected a Fleet, got {type(target).__name__}")
     return target

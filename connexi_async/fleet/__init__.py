@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - without the extra
         f"({exc.name} is missing)"
     ) from None
 
-from ._fleet import AccountStatus, Credentials, Fleet, FleetBatch
+from ._fleet import AccountStatus, Credentials, Fleet, FleetBatch, FleetRunTimeoutError
 from ._store import AccountState, PostgresCheckpoints
 
 __all__ = [
@@ -38,5 +38,6 @@ __all__ = [
     "Credentials",
     "Fleet",
     "FleetBatch",
+    "FleetRunTimeoutError",
     "PostgresCheckpoints",
 ]

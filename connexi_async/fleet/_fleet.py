@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +35,7 @@ import psycopg
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate.jobs import Job, Status
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
+from procrastinate.worker import Worker as ProcrastinateWorker
 
 from .._auth import _Secret
 from .._client import ConnexiClient
@@ -41,12 +44,19 @@ from .._errors import (
     AuthenticationError,
     ConfigurationError,
     PermissionDeniedError,
+    SyncError,
     SyncLockedError,
 )
 from .._models import Order
 from .._windows import Window, whole_second
 from ..sync import OrderSync, SyncBatch
-from ._store import AccountState, PostgresCheckpoints, _hide_password, default_worker_name
+from ._store import (
+    AccountState,
+    PostgresCheckpoints,
+    _hide_password,
+    check_conninfo,
+    default_worker_name,
+)
 
 __all__ = ["AccountStatus", "Credentials", "Fleet", "FleetBatch"]
 
@@ -164,7 +174,10 @@ class Fleet:
     :class:`~connexi_async.ConnexiClient` (timeouts, retries); ``max_attempts`` (5) and
     ``retry_wait`` (10 s, doubling, at most ``interval``) for a failed job;
     ``stalled_after`` (30 s) without a heartbeat before a dead worker's jobs go back to
-    the queue (workers beat every third of it); ``queue``, ``table``.
+    the queue (workers beat every third of it); ``run_timeout`` (1 h) after which one
+    account's run is cancelled (a hung sink or server; the next run goes on from its
+    checkpoint); ``keep_failed`` (7 days) how long failed jobs stay in the queue's table
+    for inspection; ``queue`` and ``table`` (two fleets in one database differ in both).
 
     Credentials never enter the queue: jobs carry the account key, and each worker asks
     ``credentials(key)`` when it runs one.
@@ -190,11 +203,48 @@ class Fleet:
         stalled_after: timedelta = timedelta(seconds=30),
         queue: str = "connexi-fleet",
         table: str = "connexi_checkpoints",
+        run_timeout: timedelta | None = timedelta(hours=1),
+        keep_failed: timedelta = timedelta(days=7),
         worker: str | None = None,
     ) -> None:
         for name, value in (("sink", sink), ("credentials", credentials)):
-            if not callable(value):
-                raise ConfigurationError(f"{name} must be an async callable, got {value!r:.60}")
+            if not _is_async_callable(value):
+                raise ConfigurationError(
+                    f"{name} must be an async function (async def), got {value!r:.60}"
+                )
+        if isinstance(accounts, str | bytes) or not (
+            _is_async_callable(accounts) or isinstance(accounts, Iterable)
+        ):
+            raise ConfigurationError(
+                "accounts must be a list of account keys or an async function returning "
+                f"them, got {accounts!r:.60}"
+            )
+        for name, span in (
+            ("lookback", lookback),
+            ("settle", settle),
+            ("window", window),
+            ("retry_wait", retry_wait),
+        ):
+            if not isinstance(span, timedelta) or span < timedelta(0):
+                raise ConfigurationError(f"{name} must be a timedelta, got {span!r}")
+        if run_timeout is not None and (
+            not isinstance(run_timeout, timedelta) or run_timeout <= timedelta(0)
+        ):
+            raise ConfigurationError(
+                f"run_timeout must be a positive timedelta, got {run_timeout!r}"
+            )
+        if tick is not None and not isinstance(tick, timedelta):
+            raise ConfigurationError(f"tick must be a timedelta or None, got {tick!r}")
+        if (
+            not isinstance(account_concurrency, int)
+            or isinstance(account_concurrency, bool)
+            or not 1 <= account_concurrency <= 64
+        ):
+            raise ConfigurationError(
+                f"account_concurrency must be 1 to 64, got {account_concurrency!r}"
+            )
+        if not isinstance(queue, str) or not queue or len(queue) > 100 or not queue.isprintable():
+            raise ConfigurationError(f"queue must be a short printable name, got {queue!r:.60}")
         if not isinstance(interval, timedelta) or interval <= timedelta(0):
             raise ConfigurationError(f"interval must be a positive timedelta, got {interval!r}")
         if not isinstance(stalled_after, timedelta) or stalled_after < timedelta(seconds=3):
@@ -210,15 +260,18 @@ class Fleet:
         self.account_concurrency = account_concurrency
         self.client_options = dict(client_options or {})
         self.stalled_after = stalled_after
+        self.run_timeout = run_timeout
+        self.keep_failed = keep_failed
         self.queue = queue
         self.worker = worker or default_worker_name()
         self._accounts = accounts
         self._credentials = credentials
         self._sink = sink
-        self._conninfo = _Secret(conninfo)
+        self._conninfo = _Secret(check_conninfo(conninfo))
         del conninfo  # no frame of ours keeps a password in clear
         self.store = PostgresCheckpoints(str(self._conninfo), table=table, worker=self.worker)
         self.app = procrastinate.App(
+            # (procrastinate's pool checks its connections when taken, as ours do)
             connector=procrastinate.PsycopgConnector(conninfo=str(self._conninfo))
         )
         retry = _RetryTransient(
@@ -231,13 +284,18 @@ class Fleet:
         )(self._sync_account)
         # Ahead of every queued sync: with thousands of accounts queued, a tick behind
         # them would leave dead workers' accounts waiting until the backlog drained.
+        # Named by the queue: two fleets in one database keep their ticks apart.
         tick_task = self.app.task(
-            name=TICK_TASK, queue=queue, queueing_lock=TICK_TASK, priority=TICK_PRIORITY
+            name=TICK_TASK,
+            queue=queue,
+            queueing_lock=f"{TICK_TASK}:{queue}",
+            priority=TICK_PRIORITY,
         )(self._tick)
         if tick is not None:
-            self.app.periodic(cron=_cron(tick), periodic_id="connexi-fleet")(tick_task)
+            self.app.periodic(cron=_cron(tick), periodic_id=f"connexi-fleet:{queue}")(tick_task)
         self._session: aiohttp.ClientSession | None = None
         self._opened = 0
+        self._opening = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<Fleet queue={self.queue} table={self.store.table} worker={self.worker}>"
@@ -245,34 +303,42 @@ class Fleet:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the database pools and the worker's HTTP session (``async with fleet``)."""
-        self._opened += 1
-        if self._opened > 1:
-            return
-        try:
-            await self.app.open_async()
-        except Exception as exc:
-            self._opened = 0
-            raise ConfigurationError(
-                f"cannot connect to the fleet's database ({_hide_password(exc)})"
-            ) from None
-        try:
-            await self.store.open()
-        except BaseException:
-            self._opened = 0
-            await self.app.close_async()
-            raise
-        self._session = aiohttp.ClientSession()
+        """Open the database pools and the worker's HTTP session (``async with fleet``;
+        nested and concurrent uses share one opening)."""
+        async with self._opening:
+            if self._opened:
+                self._opened += 1
+                return
+            # The store first: it tries one connection, whose failure says why (a pool
+            # only says that it timed out).
+            try:
+                await self.store.open()
+            except SyncError as exc:
+                raise ConfigurationError(str(exc).replace("checkpoint", "fleet's")) from None
+            try:
+                await self.app.open_async()
+            except BaseException as exc:
+                await self.store.close()
+                if isinstance(exc, Exception):
+                    raise ConfigurationError(
+                        f"cannot connect to the fleet's database ({_hide_password(exc)})"
+                    ) from None
+                raise
+            self._session = aiohttp.ClientSession()
+            self._opened = 1
 
     async def close(self) -> None:
-        self._opened = max(self._opened - 1, 0)
-        if self._opened:
-            return
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-        await self.store.close()
-        await self.app.close_async()
+        async with self._opening:
+            if not self._opened:
+                return
+            self._opened -= 1
+            if self._opened:
+                return
+            session, self._session = self._session, None
+            if session is not None:
+                await session.close()
+            await self.store.close()
+            await self.app.close_async()
 
     async def __aenter__(self) -> Fleet:
         await self.open()
@@ -299,34 +365,118 @@ class Fleet:
     async def run_worker(
         self, *, concurrency: int = 10, install_signal_handlers: bool = True
     ) -> None:
-        """Run a worker until it is stopped (SIGINT/SIGTERM finish the jobs under way;
-        cancelling the task stops at once). ``concurrency`` accounts at a time."""
-        if not isinstance(concurrency, int) or concurrency < 1:
+        """Run a worker until it is stopped. ``concurrency`` accounts at a time.
+
+        SIGINT/SIGTERM (with ``install_signal_handlers``) stop it gracefully: no new
+        job starts, the runs under way get ``stalled_after / 2`` to finish and are then
+        cancelled (nothing committed is lost, the rest is synced by the next run); a
+        second signal stops at once. Cancelling the task stops at once too.
+
+        If the database goes away (a restart, a failover), the worker does not end: it
+        logs the failure and starts again once the database answers, waiting 1, 2, 4 …
+        30 s between tries. If it cannot connect when it starts, it raises at once.
+        """
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be 1 or more, got {concurrency!r}")
-        async with self:
-            logger.info("fleet worker %s: %d accounts at a time", self.worker, concurrency)
-            await self.app.run_worker_async(
-                queues=[self.queue],
-                concurrency=concurrency,
-                name=self.worker,
-                update_heartbeat_interval=self.stalled_after.total_seconds() / 3,
-                stalled_worker_timeout=self.stalled_after.total_seconds(),
-                delete_jobs="successful",
-                install_signal_handlers=install_signal_handlers,
-            )
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        current: list[ProcrastinateWorker] = []
+        task = asyncio.current_task()
+        handled: list[int] = []
+
+        def on_signal() -> None:
+            if stop.is_set() and task is not None:
+                task.cancel()  # a second signal: at once
+                return
+            logger.warning("fleet worker %s: stopping (finishing the runs under way)", self.worker)
+            stop.set()
+            for worker in current:
+                worker.stop()  # type: ignore[no-untyped-call]  # procrastinate's, untyped
+
+        if install_signal_handlers:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(number, on_signal)
+                    handled.append(number)
+        failures = 0
+        started = False
+        try:
+            while not stop.is_set():
+                began = loop.time()
+                try:
+                    async with self:
+                        started = True
+                        worker = ProcrastinateWorker(
+                            self.app,
+                            queues=[self.queue],
+                            concurrency=concurrency,
+                            name=self.worker,
+                            update_heartbeat_interval=self.stalled_after.total_seconds() / 3,
+                            stalled_worker_timeout=self.stalled_after.total_seconds(),
+                            # Finish (or cancel) before the others take us for dead.
+                            shutdown_graceful_timeout=self.stalled_after.total_seconds() / 2,
+                            delete_jobs="successful",
+                            install_signal_handlers=False,
+                        )
+                        current[:] = [worker]
+                        logger.info(
+                            "fleet worker %s: %d accounts at a time", self.worker, concurrency
+                        )
+                        await worker.run()  # type: ignore[no-untyped-call]
+                    if stop.is_set():
+                        return
+                    problem = "its connection to the database failed"
+                except (ConfigurationError, procrastinate_exceptions.ProcrastinateException,
+                        psycopg.Error, OSError) as exc:  # fmt: skip
+                    if stop.is_set():
+                        return
+                    if not started:
+                        raise  # never started: a wrong address or password, most likely
+                    problem = _hide_password(exc)
+                finally:
+                    current.clear()
+                if loop.time() - began > 60:
+                    failures = 0  # it ran for a while: start the backoff over
+                failures += 1
+                delay = min(30.0, 2.0 ** (failures - 1))
+                logger.error(
+                    "fleet worker %s stopped (%s); starting again in %.0f s",
+                    self.worker,
+                    problem,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            for handled_signal in handled:
+                loop.remove_signal_handler(handled_signal)
 
     async def accounts(self) -> list[str]:
-        """The account keys, from the ``accounts`` you gave."""
+        """The account keys, from the ``accounts`` you gave, each once. A key that is
+        not 1-200 printable characters is left out with an error logged: one bad key
+        must not stop the fleet."""
         source = self._accounts
         keys = await source() if callable(source) else source
-        return list(dict.fromkeys(keys))
+        if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+            raise ConfigurationError(
+                f"accounts() must return account keys (a list of str), got {type(keys).__name__}"
+            )
+        return await run_sliced(_good_keys(keys))
 
     async def schedule(self, *, only: Iterable[str] | None = None, due: bool = True) -> int:
         """Queue a sync of each account that is due (``due=False``: of every account;
         ``only``: of these). Accounts already queued are left as they are. Returns how
         many jobs were queued."""
         async with self:
-            keys = list(only) if only is not None else await self.accounts()
+            keys = await self.accounts()
+            if only is not None:
+                known = set(keys)
+                unknown = [key for key in only if key not in known]
+                if unknown:
+                    raise ConfigurationError(
+                        f"not accounts of this fleet: {', '.join(map(repr, unknown[:5]))}"
+                    )
+                keys = list(dict.fromkeys(only))
             if due:
                 states = await self.store.states(keys)
                 cutoff = datetime.now(UTC) - self.interval + self._slack()
@@ -336,7 +486,7 @@ class Fleet:
                     if (s.last_run_at is None or s.last_run_at <= cutoff) and not s.held_by
                 ]
             queued = await self._queued()
-            pending = [key for key in keys if _lock_name(key) not in queued]
+            pending = [key for key in keys if _lock_name(self.queue, key) not in queued]
             deferred = 0
             # In batches: one statement per 500 accounts, and jobs built a batch at a time
             # (10,000 at once would hold the loop).
@@ -348,7 +498,7 @@ class Fleet:
 
     async def _defer(self, keys: list[str]) -> int:
         def job(key: str) -> Job:
-            lock = _lock_name(key)
+            lock = _lock_name(self.queue, key)
             return self.sync_task.configure(lock=lock, queueing_lock=lock).make_new_job(account=key)
 
         try:
@@ -365,16 +515,19 @@ class Fleet:
 
     async def recover_stalled(self) -> int:
         """Put back in the queue the sync jobs of workers that stopped beating (killed,
-        frozen, cut off). Returns how many."""
+        frozen, cut off), and end their ticks. Returns how many sync jobs."""
         async with self:
             manager = self.app.job_manager
             stalled = await manager.get_stalled_jobs(
                 queue=self.queue,
-                task_name=SYNC_TASK,
                 seconds_since_heartbeat=self.stalled_after.total_seconds(),
             )
             count = 0
             for job in stalled:
+                if job.task_name != SYNC_TASK:  # a tick: the next one does its work
+                    with contextlib.suppress(procrastinate_exceptions.ConnectorException):
+                        await manager.finish_job(job, status=Status.FAILED, delete_job=True)
+                    continue
                 # Given back ahead of the backlog: these accounts waited longest.
                 try:
                     await manager.retry_job(job, priority=RECOVERED_PRIORITY)
@@ -409,64 +562,94 @@ class Fleet:
             keys = await self.accounts()
             states = await self.store.states(keys)
             jobs = await self._job_states()
-        return await run_sliced(_statuses(states, jobs, datetime.now(UTC)))
+        return await run_sliced(_statuses(self.queue, states, jobs, datetime.now(UTC)))
 
     # -- the tasks ------------------------------------------------------------------------
 
     async def _tick(self, timestamp: int) -> None:
         await self.recover_stalled()
         await self.schedule()
+        # Failed jobs are kept a while for inspection, then let go (hourly is enough).
+        if timestamp % 3600 < (self.tick or timedelta(minutes=1)).total_seconds():
+            await self.app.job_manager.delete_old_jobs(
+                nb_hours=max(1, int(self.keep_failed.total_seconds() // 3600)),
+                queue=self.queue,
+                include_failed=True,
+                include_aborted=True,
+            )
 
     async def _sync_account(self, account: str) -> None:
         store = self.store
         error = ""
+        ran = True
         try:
-            credentials = await self._credentials(account)
-            if not isinstance(credentials, Credentials):
-                raise ConfigurationError(
-                    f"credentials({account!r}) must return a Credentials, "
-                    f"got {type(credentials).__name__}"
-                )
-            options = dict(self.client_options)
-            if credentials.base_url is not None:
-                options["base_url"] = credentials.base_url
-            client = ConnexiClient(
-                api_key=credentials.api_key,
-                api_secret=credentials.api_secret,
-                session=self._session,
-                **options,
-            )
-            del credentials
-            sync = OrderSync(
-                client,
-                store,
-                key=account,
-                start=self.start,
-                lookback=self.lookback,
-                settle=self.settle,
-                window=self.window,
-                concurrency=self.account_concurrency,
-            )
-            async with client, sync.run_once() as run:
-                async for batch in run:
-                    await batch.commit(write=self._writer(account, batch))
-            logger.info(
-                "fleet: %s synced: %d orders, watermark %s",
-                account,
-                sync.stats.records,
-                sync.stats.watermark,
-            )
+            async with asyncio.timeout(
+                None if self.run_timeout is None else self.run_timeout.total_seconds()
+            ):
+                await self._run_account(account)
         except SyncLockedError as exc:
-            # Another worker is syncing it right now (a job given back while its first
-            # worker still ran): that run covers it; nothing to do, nothing lost.
-            logger.info("fleet: %s", exc)
-            return
+            # Another worker holds the account right now (a job given back while its
+            # first worker still ran, or a worker that froze): nothing was done. Not a
+            # success: retried later, and status shows who holds it.
+            ran = False
+            logger.warning("fleet: %s; tried again later", exc)
+            raise
+        except TimeoutError as exc:
+            error = (
+                f"the run was cancelled after run_timeout={self.run_timeout} (a hung sink, "
+                "credentials callable or server?); the next run goes on from the checkpoint"
+            )
+            raise FleetRunTimeoutError(error) from exc
+        except asyncio.CancelledError:
+            error = "the run was stopped (its worker shut down); the next run goes on"
+            ran = False  # due again at once, not an interval later
+            raise
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"[:2000]
             raise
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(store.record_run(account, error=error))
+            if ran or error:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(store.record_run(account, error=error, ran=ran))
+
+    async def _run_account(self, account: str) -> None:
+        credentials = await self._credentials(account)
+        if not isinstance(credentials, Credentials):
+            kind = type(credentials).__name__
+            del credentials  # a dict of secrets must not sit in the traceback's locals
+            raise ConfigurationError(
+                f"credentials({account!r}) must return a connexi_async.fleet.Credentials, "
+                f"got {kind}"
+            )
+        options = dict(self.client_options)
+        if credentials.base_url is not None:
+            options["base_url"] = credentials.base_url
+        client = ConnexiClient(
+            api_key=credentials.api_key,
+            api_secret=credentials.api_secret,
+            session=self._session,
+            **options,
+        )
+        del credentials
+        sync = OrderSync(
+            client,
+            self.store,
+            key=account,
+            start=self.start,
+            lookback=self.lookback,
+            settle=self.settle,
+            window=self.window,
+            concurrency=self.account_concurrency,
+        )
+        async with client, sync.run_once() as run:
+            async for batch in run:
+                await batch.commit(write=self._writer(account, batch))
+        logger.info(
+            "fleet: %s synced: %d orders, watermark %s",
+            account,
+            sync.stats.records,
+            sync.stats.watermark,
+        )
 
     def _writer(
         self, account: str, batch: SyncBatch
@@ -515,18 +698,45 @@ class Fleet:
         return states
 
 
-def _lock_name(account: str) -> str:
-    return f"connexi-fleet:{account}"
+def _good_keys(keys: Iterable[object]) -> Steps[list[str]]:
+    good: dict[str, None] = {}
+    for index, key in enumerate(keys):
+        if index % 256 == 255:
+            yield
+        if (
+            isinstance(key, str)
+            and 0 < len(key) <= 200
+            and key.isprintable()
+            and key == key.strip()
+        ):
+            good[key] = None
+        else:
+            logger.error("fleet: account key %r is not 1-200 printable characters; skipped", key)
+    return list(good)
+
+
+def _is_async_callable(value: object) -> bool:
+    return inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
+        getattr(value, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+class FleetRunTimeoutError(SyncError):
+    """One account's run went on past ``run_timeout`` and was cancelled."""
+
+
+def _lock_name(queue: str, account: str) -> str:
+    return f"connexi-fleet:{queue}:{account}"
 
 
 def _statuses(
-    states: list[AccountState], jobs: dict[str, str], now: datetime
+    queue: str, states: list[AccountState], jobs: dict[str, str], now: datetime
 ) -> Steps[list[AccountStatus]]:
     statuses = []
     for index, state in enumerate(states):
         if index % 64 == 63:
             yield
-        statuses.append(_status(state, jobs.get(_lock_name(state.key), ""), now))
+        statuses.append(_status(state, jobs.get(_lock_name(queue, state.key), ""), now))
     return statuses
 
 

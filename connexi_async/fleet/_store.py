@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from .._auth import _Secret
@@ -75,7 +76,26 @@ class AccountState:
 def _hide_password(exc: BaseException) -> str:
     """A psycopg error as text, with anything that looks like a password cut out."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
+    text = re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+def check_conninfo(conninfo: object) -> str:
+    """``conninfo`` if libpq can parse it; a :class:`ConfigurationError` that does not
+    show it otherwise (libpq's own messages quote fragments of it, the password too)."""
+    if not isinstance(conninfo, str):
+        raise ConfigurationError(
+            f"the connection string must be a str, got {type(conninfo).__name__}"
+        )
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        raise ConfigurationError(
+            "the connection string is not a valid libpq conninfo or postgresql:// URL "
+            "(check its quoting and percent-encoding; it is not shown, as it may hold a "
+            "password)"
+        ) from None
+    return conninfo
 
 
 class PostgresCheckpoints:
@@ -123,7 +143,7 @@ class PostgresCheckpoints:
             raise ConfigurationError(f"table must be a plain SQL identifier, got {table!r:.80}")
         self.table = table
         self.worker = worker or default_worker_name()
-        self._conninfo = _Secret(conninfo) if conninfo is not None else None
+        self._conninfo = _Secret(check_conninfo(conninfo)) if conninfo is not None else None
         del conninfo  # no frame of ours keeps a password in clear
         self._own_pool = pool is None
         self._pool = pool
@@ -131,6 +151,9 @@ class PostgresCheckpoints:
         self._open_timeout = open_timeout
         self._max_locks = max_locks
         self._lock_pool: AsyncConnectionPool | None = None
+        self._opening = asyncio.Lock()
+        # key -> the connection holding its run lock, while this store holds it.
+        self._held: dict[str, psycopg.AsyncConnection[Any]] = {}
         self._opened = 0
 
     def __repr__(self) -> str:
@@ -139,49 +162,74 @@ class PostgresCheckpoints:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the connection pool (``async with store`` does it)."""
-        self._opened += 1
-        if self._pool is None:
-            assert self._conninfo is not None
-            self._pool = AsyncConnectionPool(
-                str(self._conninfo),
-                min_size=1,
-                max_size=self._max_connections,
-                open=False,
-                kwargs={"autocommit": True},
-                name="connexi-checkpoints",
+        """Open the connection pools (``async with store`` does it; nested and
+        concurrent uses share one opening)."""
+        async with self._opening:
+            if self._opened:
+                self._opened += 1
+                return
+            if self._own_pool:
+                await self._open_pools()
+            self._opened = 1
+
+    async def _open_pools(self) -> None:
+        assert self._conninfo is not None
+        # One connection first: its failure says why (a pool only says it timed out).
+        try:
+            probe = await psycopg.AsyncConnection.connect(
+                str(self._conninfo), connect_timeout=max(1, int(self._open_timeout))
             )
-        if self._own_pool and self._lock_pool is None:
-            assert self._conninfo is not None
-            # The run locks' connections: one per run under way, kept for the next runs
-            # (a new connection per account and cycle costs the worker and the server).
-            name = f"connexi-fleet {self.worker}".encode()[:_APPLICATION_NAME_BYTES]
-            self._lock_pool = AsyncConnectionPool(
-                str(self._conninfo),
-                min_size=0,
-                max_size=self._max_locks,
-                open=False,
-                kwargs={"autocommit": True, "application_name": name.decode(errors="ignore")},
-                name="connexi-run-locks",
-            )
-        if self._own_pool:
-            try:
-                assert self._lock_pool is not None
-                await self._lock_pool.open(wait=False)
-                await self._pool.open(wait=True, timeout=self._open_timeout)
-            except Exception as exc:
-                raise SyncError(
-                    f"cannot connect to the checkpoint database ({_hide_password(exc)})"
-                ) from None
+        except psycopg.Error as exc:
+            raise SyncError(
+                f"cannot connect to the checkpoint database ({_hide_password(exc)})"
+            ) from None
+        await probe.close()
+        name = f"connexi-fleet {self.worker}".encode()[:_APPLICATION_NAME_BYTES]
+        pool = AsyncConnectionPool(
+            str(self._conninfo),
+            min_size=1,
+            max_size=self._max_connections,
+            open=False,
+            kwargs={"autocommit": True},
+            name="connexi-checkpoints",
+            # Checked when taken: after a database restart, no dead connection is used.
+            check=AsyncConnectionPool.check_connection,
+        )
+        # The run locks' connections: one per run under way, kept for the next runs
+        # (a new connection per account and cycle costs the worker and the server).
+        locks = AsyncConnectionPool(
+            str(self._conninfo),
+            min_size=0,
+            max_size=self._max_locks,
+            open=False,
+            kwargs={"autocommit": True, "application_name": name.decode(errors="ignore")},
+            name="connexi-run-locks",
+            check=AsyncConnectionPool.check_connection,
+        )
+        try:
+            await locks.open(wait=False)
+            await pool.open(wait=True, timeout=self._open_timeout)
+        except Exception as exc:
+            await locks.close()
+            await pool.close()
+            raise SyncError(
+                f"cannot connect to the checkpoint database ({_hide_password(exc)})"
+            ) from None
+        self._pool, self._lock_pool = pool, locks
 
     async def close(self) -> None:
-        self._opened = max(self._opened - 1, 0)
-        if self._own_pool and self._pool is not None and not self._opened:
-            await self._pool.close()
-            self._pool = None
-            if self._lock_pool is not None:
-                await self._lock_pool.close()
-                self._lock_pool = None
+        async with self._opening:
+            if not self._opened:
+                return
+            self._opened -= 1
+            if self._opened or not self._own_pool:
+                return
+            pool, self._pool = self._pool, None
+            locks, self._lock_pool = self._lock_pool, None
+            if pool is not None:
+                await pool.close()
+            if locks is not None:
+                await locks.close()
 
     async def __aenter__(self) -> PostgresCheckpoints:
         await self.open()
@@ -275,6 +323,7 @@ class PostgresCheckpoints:
                     found = 0 if row is None else int(row[0])
                     if found != checkpoint.version - 1:
                         raise _conflict(key, checkpoint, found)
+                    await self._check_still_locked(db, key)
                     if write is not None:
                         try:
                             result = write(db)
@@ -303,6 +352,30 @@ class PostgresCheckpoints:
                 if yours:
                     raise _Yours from None
                 raise
+
+    async def _check_still_locked(self, db: psycopg.AsyncConnection[Any], key: str) -> None:
+        """If this store holds the run lock of ``key``, that it still does: a lock
+        connection that died (a server restart, an idle timeout, a terminated backend)
+        released the lock, and another worker may be running the account now. The run
+        stops there rather than write beside it."""
+        holder = self._held.get(key)
+        if holder is None:
+            return
+        pid = holder.info.backend_pid
+        cursor = await db.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND pid = %s AND objsubid = 1 "
+            "AND ((classid::bigint << 32) | objid::bigint) = %s)",
+            (pid, lock_id(self.table, key)),
+        )
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            raise SyncLockedError(
+                f"sync {key!r} lost its run lock (its connection to the database ended); "
+                "nothing was committed, and the run stops",
+                key=key,
+                holder="",
+            )
 
     def lock(self, key: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
         """The run lock of ``key``: an advisory lock on a connection of its own, held for
@@ -341,7 +414,11 @@ class PostgresCheckpoints:
                 raise SyncError(
                     f"{self.table}: cannot take the lock of {key!r} ({_hide_password(exc)})"
                 ) from None
-            yield
+            self._held[key] = db
+            try:
+                yield
+            finally:
+                self._held.pop(key, None)
 
     @contextlib.asynccontextmanager
     async def _lock_connection(
@@ -393,19 +470,22 @@ class PostgresCheckpoints:
 
     # -- for the fleet's status ----------------------------------------------------------
 
-    async def record_run(self, key: str, *, error: str = "") -> None:
-        """Note that a run of ``key`` ended, with ``error`` ("" for a success)."""
+    async def record_run(self, key: str, *, error: str = "", ran: bool = True) -> None:
+        """Note that a run of ``key`` ended, with ``error`` ("" for a success).
+        ``ran=False``: it was stopped before its end; only the error is noted, and the
+        account stays due."""
         _check_key(key)
         async with self._connection("record a run") as db:
             await db.execute(
                 f"INSERT INTO {self.table} AS t (key, last_run_at, last_success_at, "
-                "last_error, last_worker) VALUES (%(key)s, now(), "
-                "CASE WHEN %(error)s = '' THEN now() END, %(error)s, %(worker)s) "
-                "ON CONFLICT (key) DO UPDATE SET last_run_at = now(), "
-                "last_success_at = CASE WHEN %(error)s = '' THEN now() "
+                "last_error, last_worker) VALUES (%(key)s, CASE WHEN %(ran)s THEN now() END, "
+                "CASE WHEN %(ran)s AND %(error)s = '' THEN now() END, %(error)s, %(worker)s) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "last_run_at = CASE WHEN %(ran)s THEN now() ELSE t.last_run_at END, "
+                "last_success_at = CASE WHEN %(ran)s AND %(error)s = '' THEN now() "
                 "ELSE t.last_success_at END, last_error = %(error)s, "
                 "last_worker = %(worker)s",
-                {"key": key, "error": error[:2000], "worker": self.worker},
+                {"key": key, "error": error[:2000], "worker": self.worker, "ran": ran},
             )
 
     async def states(self, keys: Iterable[str] | None = None) -> list[AccountState]:
@@ -421,11 +501,21 @@ class PostgresCheckpoints:
             )
             rows = {row[0]: row for row in await cursor.fetchall()}
             order = wanted if wanted is not None else list(rows)
-            locks = {lock_id(self.table, k): k for k in order}
+            # A digest per key: 10,000 of them at once would hold the loop.
+            locks = await run_sliced(_lock_ids(self.table, order))
             holders = await _holders(db, list(locks))
         held = {locks[lock]: who for lock, who in holders.items()}
         # Built in slices: 10,000 accounts at once would hold the loop.
         return await run_sliced(_build_states(order, rows, held))
+
+
+def _lock_ids(table: str, keys: list[str]) -> Steps[dict[int, str]]:
+    locks = {}
+    for index, key in enumerate(keys):
+        if index % 128 == 127:
+            yield
+        locks[lock_id(table, key)] = key
+    return locks
 
 
 def _build_states(
