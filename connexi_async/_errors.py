@@ -310,6 +310,12 @@ class SyncLockedError(SyncError):
         super().__init__(message)
 
 
+class CheckpointStoreUnavailableError(SyncError):
+    """The checkpoint store cannot be reached right now (a database restart, a dropped
+    connection, a full pool). Nothing was committed; ``run_forever`` and the fleet try
+    again later, unlike a store that cannot be read, which waits for a person."""
+
+
 class CheckpointConflictError(SyncError):
     """The stored checkpoint changed under us (compare-and-set failed): someone else
     wrote it. Nothing was committed; the batch will be delivered again."""

@@ -9,6 +9,7 @@ they are never skipped silently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 from fleet_app import ORDERS_TABLE
+from psycopg_pool import AsyncConnectionPool
 
 from connexi_async import AuthenticationError, ConfigurationError, ConnexiClient
 from connexi_async.fleet import Credentials, Fleet, FleetBatch, PostgresCheckpoints
@@ -31,10 +33,12 @@ from connexi_async.sandbox import Sandbox
 from connexi_async.sync import (
     Checkpoint,
     CheckpointConflictError,
+    CheckpointStoreUnavailableError,
     OrderSync,
     SyncError,
     SyncLockedError,
 )
+from connexi_async.sync._sync import _fatal
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -891,3 +895,81 @@ async def test_fleet_hostile_accounts_and_credentials(
         Fleet(dsn, accounts=["a"], **{**base, "sink": plain_sink})
     with pytest.raises(ConfigurationError, match="account_concurrency"):
         Fleet(dsn, accounts=["a"], **base, account_concurrency=0)
+
+
+async def test_store_on_your_pool_outside_autocommit(dsn: str) -> None:
+    """Regression: on a pool of yours (not autocommit), the lock's connection sat idle in
+    a transaction holding a row lock, and the first save of the run waited forever."""
+    async with AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False) as pool:
+        store = PostgresCheckpoints(pool=pool)
+        await store.setup()
+        async with asyncio.timeout(20), store, store.lock("seller"):
+            await store.save("seller", a_checkpoint(1))
+            await store.record_run("seller")
+        assert await store.load("seller") == a_checkpoint(1)
+        (state,) = await store.states(["seller"])
+        assert state.last_success_at is not None  # committed, not rolled back with the pool
+
+
+async def test_store_unreachable_is_retryable_and_a_failed_open_recovers(
+    cluster: TemporaryCluster,
+) -> None:
+    gone = "host=127.0.0.1 port=1 dbname=x user=postgres connect_timeout=1"
+    async with AsyncConnectionPool(gone, min_size=0, max_size=1, open=False, timeout=1) as pool:
+        with pytest.raises(CheckpointStoreUnavailableError) as caught:
+            await PostgresCheckpoints(pool=pool).load("k")
+    assert not _fatal(caught.value)  # run_forever tries again; a person need not look
+    # A database that is not there yet, then is: the second open works.
+    name = "created_later"
+    dsn = cluster.conninfo.replace(f"dbname={cluster.database}", f"dbname={name}")
+    store = PostgresCheckpoints(dsn, open_timeout=2)
+    with pytest.raises(SyncError, match="does not exist"):
+        await store.open()
+    await query(cluster.conninfo, f'CREATE DATABASE "{name}"')
+    async with store:
+        await store.setup()
+        assert await store.load("k") is None
+    assert store._pool is None  # closed once, for good
+
+
+async def test_store_refusing_a_table_keeps_no_password_in_locals() -> None:
+    secret = "pw-5d9e"
+    with pytest.raises(ConfigurationError) as caught:
+        PostgresCheckpoints(f"postgresql://u:{secret}@127.0.0.1/x", table="bad-table")
+    stack = traceback.TracebackException.from_exception(caught.value, capture_locals=True).stack
+    ours = [frame for frame in stack if "connexi_async" in frame.filename]
+    assert ours
+    assert all(secret not in repr(frame.locals) for frame in ours)
+
+
+async def test_store_names_a_write_that_swallowed_its_own_error(
+    store: PostgresCheckpoints, dsn: str
+) -> None:
+    await query(dsn, "CREATE TABLE sink (id bigint PRIMARY KEY)")
+    await query(dsn, "INSERT INTO sink VALUES (1)")
+
+    async def swallowing(db: psycopg.AsyncConnection[Any]) -> None:
+        with contextlib.suppress(psycopg.errors.UniqueViolation):
+            await db.execute("INSERT INTO sink VALUES (1)")
+
+    with pytest.raises(SyncError, match="caught a database error"):
+        await store.save("k", a_checkpoint(1), write=swallowing)
+    assert await store.load("k") is None
+
+
+async def test_fleet_open_cancelled_halfway_leaves_it_usable(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Sandbox(accounts=1, orders=5, start=START, days=1) as sandbox:
+        fleet = await fleet_for(tmp_path, dsn, sandbox, monkeypatch)
+        for delay in (0, 0.001, 0.01, 0.05):
+            opening = asyncio.create_task(fleet.open())
+            await asyncio.sleep(delay)
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
+            if not opening.cancelled():
+                await fleet.close()
+        async with fleet:
+            assert [s.key for s in await fleet.status()] == ["account-0"]
+        assert fleet._opened == 0

@@ -67,7 +67,7 @@ TICK_TASK = "connexi_async.fleet.tick"
 # Job priorities (higher first): the tick, then dead workers' accounts, then the rest.
 TICK_PRIORITY = 100
 RECOVERED_PRIORITY = 10
-_DEFER_BATCH = 500
+_DEFER_BATCH = 100  # jobs a statement: a few milliseconds to build and send
 # Failures that retrying cannot mend until a person acts: the job fails at once (the
 # next tick queues the account again, and status shows the error meanwhile).
 _FATAL = (ConfigurationError, AuthenticationError, PermissionDeniedError)
@@ -298,7 +298,10 @@ class Fleet:
         self._opening = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"<Fleet queue={self.queue} table={self.store.table} worker={self.worker}>"
+        # Safe on a half-built Fleet too (tracebacks that show locals call it).
+        store = getattr(self, "store", None)
+        table = store.table if store is not None else "?"
+        return f"<Fleet queue={getattr(self, 'queue', '?')} table={table} worker={getattr(self, 'worker', '?')}>"
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -335,10 +338,14 @@ class Fleet:
             if self._opened:
                 return
             session, self._session = self._session, None
-            if session is not None:
-                await session.close()
-            await self.store.close()
-            await self.app.close_async()
+            try:
+                if session is not None:
+                    await session.close()
+            finally:
+                try:
+                    await self.store.close()
+                finally:
+                    await self.app.close_async()
 
     async def __aenter__(self) -> Fleet:
         await self.open()
@@ -398,6 +405,9 @@ class Fleet:
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(number, on_signal)
                     handled.append(number)
+        # Enough database connections for `concurrency` runs: each holds its run lock on
+        # one for the whole run, and saves take another for a moment.
+        self.store.size_for(concurrency)
         failures = 0
         started = False
         try:
@@ -488,7 +498,7 @@ class Fleet:
             queued = await self._queued()
             pending = [key for key in keys if _lock_name(self.queue, key) not in queued]
             deferred = 0
-            # In batches: one statement per 500 accounts, and jobs built a batch at a time
+            # In batches: one statement per 100 accounts, and jobs built a batch at a time
             # (10,000 at once would hold the loop).
             for first in range(0, len(pending), _DEFER_BATCH):
                 deferred += await self._defer(pending[first : first + _DEFER_BATCH])
@@ -609,8 +619,12 @@ class Fleet:
             raise
         finally:
             if ran or error:
+                # Finished even if this task is cancelled again meanwhile; its failure
+                # is logged, never left as "exception was never retrieved".
+                recording = asyncio.ensure_future(store.record_run(account, error=error, ran=ran))
+                recording.add_done_callback(_log_failed_record)
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(store.record_run(account, error=error, ran=ran))
+                    await asyncio.shield(recording)
 
     async def _run_account(self, account: str) -> None:
         credentials = await self._credentials(account)
@@ -696,6 +710,11 @@ class Fleet:
             elif states.get(row["lock"]) != "running":
                 states[row["lock"]] = "retrying" if row["attempts"] else "queued"
         return states
+
+
+def _log_failed_record(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("fleet: could not record a run's outcome: %s", task.exception())
 
 
 def _good_keys(keys: Iterable[object]) -> Steps[list[str]]:

@@ -25,11 +25,16 @@ from typing import Any
 import attrs
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .._auth import _Secret
 from .._cooperative import Steps, run_sliced
-from .._errors import ConfigurationError, SyncError, SyncLockedError
+from .._errors import (
+    CheckpointStoreUnavailableError,
+    ConfigurationError,
+    SyncError,
+    SyncLockedError,
+)
 from ..sync._checkpoint import (
     MAX_CHECKPOINT_BYTES,
     Checkpoint,
@@ -135,16 +140,23 @@ class PostgresCheckpoints:
         open_timeout: float = 30.0,
         max_locks: int = 64,
     ) -> None:
-        if (conninfo is None) == (pool is None):
+        secret = (
+            None
+            if conninfo is None
+            else _Secret(conninfo)
+            if isinstance(conninfo, str)
+            else conninfo
+        )
+        del conninfo  # no frame of ours keeps a password in clear, even when we refuse
+        if (secret is None) == (pool is None):
             raise ConfigurationError(
                 "PostgresCheckpoints takes a conninfo or a pool= (one of them)"
             )
-        if not _IDENTIFIER.fullmatch(table):
+        if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"table must be a plain SQL identifier, got {table!r:.80}")
         self.table = table
         self.worker = worker or default_worker_name()
-        self._conninfo = _Secret(check_conninfo(conninfo)) if conninfo is not None else None
-        del conninfo  # no frame of ours keeps a password in clear
+        self._conninfo = None if secret is None else _Secret(check_conninfo(secret))
         self._own_pool = pool is None
         self._pool = pool
         self._max_connections = max_connections
@@ -152,12 +164,20 @@ class PostgresCheckpoints:
         self._max_locks = max_locks
         self._lock_pool: AsyncConnectionPool | None = None
         self._opening = asyncio.Lock()
+        # Lock connections known to hold no lock (it was refused): no need to end them.
+        self._free: set[int] = set()
         # key -> the connection holding its run lock, while this store holds it.
         self._held: dict[str, psycopg.AsyncConnection[Any]] = {}
         self._opened = 0
 
     def __repr__(self) -> str:
-        return f"<PostgresCheckpoints table={self.table}>"
+        # Safe on a half-built store too (tracebacks that show locals call it).
+        return f"<PostgresCheckpoints table={getattr(self, 'table', '?')}>"
+
+    def size_for(self, runs: int) -> None:
+        """Size the pools (at the next :meth:`open`) for ``runs`` runs at once."""
+        self._max_locks = max(self._max_locks, runs + 2)
+        self._max_connections = max(self._max_connections, runs // 2 + 2)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -209,9 +229,12 @@ class PostgresCheckpoints:
         try:
             await locks.open(wait=False)
             await pool.open(wait=True, timeout=self._open_timeout)
-        except Exception as exc:
-            await locks.close()
-            await pool.close()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await locks.close()
+                await pool.close()
+            if not isinstance(exc, Exception):
+                raise  # cancelled: nothing is left open
             raise SyncError(
                 f"cannot connect to the checkpoint database ({_hide_password(exc)})"
             ) from None
@@ -226,10 +249,12 @@ class PostgresCheckpoints:
                 return
             pool, self._pool = self._pool, None
             locks, self._lock_pool = self._lock_pool, None
-            if pool is not None:
-                await pool.close()
-            if locks is not None:
-                await locks.close()
+            try:
+                if pool is not None:
+                    await pool.close()
+            finally:
+                if locks is not None:
+                    await locks.close()
 
     async def __aenter__(self) -> PostgresCheckpoints:
         await self.open()
@@ -246,7 +271,21 @@ class PostgresCheckpoints:
             )
         try:
             async with self._pool.connection() as db:
-                yield db
+                # A pool of yours may hand out connections outside autocommit: ours run
+                # their own transactions (an implicit one would hold row locks all run).
+                restore = not db.autocommit
+                if restore:
+                    await db.set_autocommit(True)
+                try:
+                    yield db
+                finally:
+                    if restore and not db.closed:
+                        with contextlib.suppress(psycopg.Error):
+                            await db.set_autocommit(False)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise CheckpointStoreUnavailableError(
+                f"{self.table}: cannot {doing} now ({_hide_password(exc)}); nothing was committed"
+            ) from None
         except psycopg.Error as exc:
             raise SyncError(f"{self.table}: cannot {doing} ({_hide_password(exc)})") from None
 
@@ -348,6 +387,14 @@ class PostgresCheckpoints:
                     )
                     if cursor.rowcount != 1:  # a first save raced by another
                         raise _conflict(key, checkpoint, found + 1)
+            except psycopg.errors.InFailedSqlTransaction:
+                if write is not None and not yours:
+                    raise SyncError(
+                        f"{self.table}: your write caught a database error of its own and "
+                        "went on, and the transaction was aborted: let the error propagate "
+                        "(nothing was committed)"
+                    ) from None
+                raise
             except BaseException:
                 if yours:
                     raise _Yours from None
@@ -387,6 +434,7 @@ class PostgresCheckpoints:
     async def _lock(self, key: str, wait: float) -> AsyncIterator[None]:
         lock = lock_id(self.table, key)
         name = f"connexi-fleet {self.worker}".encode()[:_APPLICATION_NAME_BYTES]
+        free = self._free
         async with self._lock_connection(key, name.decode(errors="ignore")) as db:
             try:
                 loop = asyncio.get_running_loop()
@@ -397,6 +445,7 @@ class PostgresCheckpoints:
                     if row is not None and row[0]:
                         break
                     if loop.time() >= deadline:
+                        free.add(id(db))  # it holds no lock: it may go back to the pool
                         holder = await self._holder(db, lock)
                         raise SyncLockedError(
                             f"sync {key!r} is already running ({holder or 'holder unknown'}): "
@@ -411,7 +460,12 @@ class PostgresCheckpoints:
                     (key, self.worker),
                 )
             except psycopg.Error as exc:
-                raise SyncError(
+                kind = (
+                    CheckpointStoreUnavailableError
+                    if isinstance(exc, psycopg.OperationalError)
+                    else SyncError
+                )
+                raise kind(
                     f"{self.table}: cannot take the lock of {key!r} ({_hide_password(exc)})"
                 ) from None
             self._held[key] = db
@@ -431,9 +485,9 @@ class PostgresCheckpoints:
             try:
                 connection = self._lock_pool.connection(timeout=self._open_timeout)
                 db = await connection.__aenter__()
-            except Exception as exc:
-                raise SyncError(
-                    f"{self.table}: cannot connect to take the lock of {key!r} "
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                raise CheckpointStoreUnavailableError(
+                    f"{self.table}: cannot connect to take the lock of {key!r} now "
                     f"({_hide_password(exc)})"
                 ) from None
             released = False
@@ -443,6 +497,8 @@ class PostgresCheckpoints:
                     await db.execute("SELECT pg_advisory_unlock_all()")
                     released = True
             finally:
+                released = released or id(db) in self._free
+                self._free.discard(id(db))
                 if not released:
                     # Whatever went wrong, never return a connection that may still
                     # hold the lock: ending it releases the lock for sure.
@@ -499,7 +555,10 @@ class PostgresCheckpoints:
                 "WHERE %(keys)s::text[] IS NULL OR key = ANY(%(keys)s::text[]) ORDER BY key",
                 {"keys": wanted},
             )
-            rows = {row[0]: row for row in await cursor.fetchall()}
+            rows: dict[str, Any] = {}
+            while batch := await cursor.fetchmany(500):  # rows are decoded as fetched
+                rows.update((row[0], row) for row in batch)
+                await asyncio.sleep(0)
             order = wanted if wanted is not None else list(rows)
             # A digest per key: 10,000 of them at once would hold the loop.
             locks = await run_sliced(_lock_ids(self.table, order))

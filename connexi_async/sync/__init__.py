@@ -11,7 +11,12 @@ in one transaction (``batch.commit(write=...)`` with :class:`SQLiteCheckpoints`,
 own store) gets exactly once.
 """
 
-from .._errors import CheckpointConflictError, SyncError, SyncLockedError
+from .._errors import (
+    CheckpointConflictError,
+    CheckpointStoreUnavailableError,
+    SyncError,
+    SyncLockedError,
+)
 from ._checkpoint import Checkpoint
 from ._stores import CheckpointStore, JSONFileCheckpoints, SQLiteCheckpoints
 from ._sync import OrderSync, SyncBatch, SyncRun, SyncStats
@@ -20,6 +25,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointConflictError",
     "CheckpointStore",
+    "CheckpointStoreUnavailableError",
     "JSONFileCheckpoints",
     "OrderSync",
     "SQLiteCheckpoints",

@@ -24,6 +24,7 @@ from .._cooperative import SLICE_SECONDS
 from .._errors import (
     AuthenticationError,
     CheckpointConflictError,
+    CheckpointStoreUnavailableError,
     ConfigurationError,
     ConnexiError,
     PermissionDeniedError,
@@ -50,7 +51,9 @@ _FATAL = (ConfigurationError, AuthenticationError, PermissionDeniedError)
 def _fatal(exc: BaseException) -> bool:
     """A worker stops on these; the rest of ConnexiError is retried next cycle. A store
     it cannot read stops it too (a person must look), unlike a lost compare-and-set."""
-    if isinstance(exc, SyncError) and not isinstance(exc, CheckpointConflictError):
+    if isinstance(exc, SyncError) and not isinstance(
+        exc, CheckpointConflictError | CheckpointStoreUnavailableError
+    ):
         return True
     return isinstance(exc, _FATAL) or isinstance(exc.__cause__, _FATAL)
 
