@@ -973,3 +973,15 @@ async def test_fleet_open_cancelled_halfway_leaves_it_usable(
         async with fleet:
             assert [s.key for s in await fleet.status()] == ["account-0"]
         assert fleet._opened == 0
+
+
+def test_missing_postgresql_binaries_fail_saying_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connexi_async.fleet import testing
+
+    monkeypatch.setenv("CONNEXI_PG_BIN", str(tmp_path))
+    monkeypatch.setattr(testing.shutil, "which", lambda name: None)
+    monkeypatch.setattr(testing.glob, "glob", lambda pattern: [])
+    with pytest.raises(testing.ClusterError, match="apt install postgresql"):
+        TemporaryCluster().start()

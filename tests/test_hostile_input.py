@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import connexi_async
+import connexi_async.fleet
 import connexi_async.sync
 from connexi_async import (
     DecodeError,
@@ -412,6 +413,8 @@ def every_error() -> list[connexi_async.ConnexiError]:
         SyncError("unreadable"),
         SyncLockedError("running", key="k", holder="pid 1"),
         CheckpointConflictError("moved", key="k", expected=1, found=2),
+        connexi_async.sync.CheckpointStoreUnavailableError("database restarting"),
+        connexi_async.fleet.FleetRunTimeoutError("an hour"),
         connexi_async.OutcomeUnknownError(
             "maybe", method="POST", path="/v1/order", orders=[connexi_async.NewOrder()], sent_at=NOW
         ),
@@ -440,7 +443,7 @@ def test_every_error_class_is_covered() -> None:
     covered = {type(e) for e in every_error()}
     public = {
         obj
-        for module in (connexi_async, connexi_async.sync)
+        for module in (connexi_async, connexi_async.sync, connexi_async.fleet)
         for name in module.__all__
         if isinstance(obj := getattr(module, name), type)
         and issubclass(obj, connexi_async.ConnexiError)
