@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,13 @@ from fleet_app import ORDERS_TABLE
 from psycopg_pool import AsyncConnectionPool
 
 from connexi_async import AuthenticationError, ConfigurationError, ConnexiClient
-from connexi_async.fleet import Credentials, Fleet, FleetBatch, PostgresCheckpoints
+from connexi_async.fleet import (
+    AccountStatus,
+    Credentials,
+    Fleet,
+    FleetBatch,
+    PostgresCheckpoints,
+)
 from connexi_async.fleet.testing import TemporaryCluster
 from connexi_async.sandbox import Sandbox
 from connexi_async.sync import (
@@ -270,6 +276,18 @@ def fleet_env(dsn: str, secrets: Path, **extra: str) -> dict[str, str]:
     }
 
 
+async def app_fleet(dsn: str, secrets: Path, monkeypatch: pytest.MonkeyPatch) -> Fleet:
+    """The fleet of ``fleet_app.py`` (the workers' own), set up, its orders table made."""
+    for name, value in fleet_env(dsn, secrets).items():
+        monkeypatch.setenv(name, value)
+    from fleet_app import make_fleet
+
+    fleet = make_fleet()
+    await fleet.setup()
+    await query(dsn, ORDERS_TABLE)
+    return fleet
+
+
 async def all_tables_text(dsn: str) -> str:
     """Every row of every table of the database, as text."""
     tables = await query(
@@ -286,17 +304,30 @@ async def all_tables_text(dsn: str) -> str:
     return "\n".join(chunks)
 
 
+async def work_until(
+    fleet: Fleet, done: Callable[[dict[str, AccountStatus]], bool], seconds: float = 60
+) -> dict[str, AccountStatus]:
+    """Run a worker in this loop until ``done(status by account)``; the last status."""
+    worker = asyncio.create_task(fleet.run_worker(concurrency=2, install_signal_handlers=False))
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                status = {s.key: s for s in await fleet.status()}
+                if done(status):
+                    return status
+                await asyncio.sleep(0.2)
+    finally:
+        worker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await worker
+
+
 async def test_fleet_in_process(
     tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with Sandbox(accounts=4, orders=40, start=START, days=1.5) as sandbox:
         secrets = secrets_file(tmp_path, sandbox)
-        for name, value in fleet_env(dsn, secrets).items():
-            monkeypatch.setenv(name, value)
-        from fleet_app import make_fleet
-
-        fleet = make_fleet()
-        await fleet.setup()
+        fleet = await app_fleet(dsn, secrets, monkeypatch)
         await fleet.setup()  # idempotent
         await query(dsn, ORDERS_TABLE)
         assert await fleet.schedule() == 4
@@ -305,18 +336,7 @@ async def test_fleet_in_process(
         assert {s.job for s in status.values()} == {"queued"}
         assert all(s.watermark is None for s in status.values())
 
-        worker = asyncio.create_task(fleet.run_worker(concurrency=2, install_signal_handlers=False))
-        try:
-            async with asyncio.timeout(60):
-                while True:
-                    status = {s.key: s for s in await fleet.status()}
-                    if all(s.last_success_at for s in status.values()):
-                        break
-                    await asyncio.sleep(0.2)
-        finally:
-            worker.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await worker
+        status = await work_until(fleet, lambda st: all(s.last_success_at for s in st.values()))
         for account in sandbox.accounts:
             row = status[account.key]
             assert row.watermark is not None
@@ -346,26 +366,10 @@ async def test_fleet_bad_credentials_fail_at_once_and_show_in_status(
         entries["account-1"]["api_secret"] = "wrong-secret-77"
         secrets = tmp_path / "secrets.json"
         secrets.write_text(json.dumps(entries))
-        for name, value in fleet_env(dsn, secrets).items():
-            monkeypatch.setenv(name, value)
-        from fleet_app import make_fleet
-
-        fleet = make_fleet()
-        await fleet.setup()
+        fleet = await app_fleet(dsn, secrets, monkeypatch)
         await query(dsn, ORDERS_TABLE)
         await fleet.schedule()
-        worker = asyncio.create_task(fleet.run_worker(concurrency=2, install_signal_handlers=False))
-        try:
-            async with asyncio.timeout(60):
-                while True:
-                    status = {s.key: s for s in await fleet.status()}
-                    if all(s.last_run_at for s in status.values()):
-                        break
-                    await asyncio.sleep(0.2)
-        finally:
-            worker.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await worker
+        status = await work_until(fleet, lambda st: all(s.last_run_at for s in st.values()))
         assert status["account-0"].last_error == ""
         assert "HTTP 401" in status["account-1"].last_error
         assert "wrong-secret-77" not in status["account-1"].last_error
@@ -547,12 +551,7 @@ async def test_fleet_recovers_a_stalled_job_whose_account_is_queued_again(
     and the dead job's lock kept the account from ever being synced again."""
     async with Sandbox(accounts=2, orders=10, start=START, days=1) as sandbox:
         secrets = secrets_file(tmp_path, sandbox)
-        for name, value in fleet_env(dsn, secrets).items():
-            monkeypatch.setenv(name, value)
-        from fleet_app import make_fleet
-
-        fleet = make_fleet()
-        await fleet.setup()
+        fleet = await app_fleet(dsn, secrets, monkeypatch)
         await query(dsn, ORDERS_TABLE)
         assert await fleet.schedule(only=["account-1"], due=False) == 1
         # Its worker took it, then died: no heartbeat for an hour.
@@ -566,16 +565,7 @@ async def test_fleet_recovers_a_stalled_job_whose_account_is_queued_again(
         assert await fleet.recover_stalled() == 1
         rows = await query(dsn, "SELECT status::text, priority FROM procrastinate_jobs ORDER BY id")
         assert rows == [("failed", 0), ("todo", 10)]  # the queued one moved ahead
-        worker = asyncio.create_task(fleet.run_worker(concurrency=2, install_signal_handlers=False))
-        try:
-            async with asyncio.timeout(60):
-                # Polled: the worker reports through the database only.
-                while not (await fleet.status())[1].last_success_at:  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
-        finally:
-            worker.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await worker
+        await work_until(fleet, lambda status: bool(status["account-1"].last_success_at))
 
 
 async def test_fleet_schedule_survives_a_racing_scheduler(
@@ -583,12 +573,7 @@ async def test_fleet_schedule_survives_a_racing_scheduler(
 ) -> None:
     async with Sandbox(accounts=3, orders=5, start=START, days=1) as sandbox:
         secrets = secrets_file(tmp_path, sandbox)
-        for name, value in fleet_env(dsn, secrets).items():
-            monkeypatch.setenv(name, value)
-        from fleet_app import make_fleet
-
-        fleet = make_fleet()
-        await fleet.setup()
+        fleet = await app_fleet(dsn, secrets, monkeypatch)
         assert await fleet.schedule(only=["account-1"], due=False) == 1
 
         async def nothing_queued() -> set[str]:  # as if another scheduler raced this one
