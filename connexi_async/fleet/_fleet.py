@@ -224,6 +224,7 @@ class Fleet:
             ("settle", settle),
             ("window", window),
             ("retry_wait", retry_wait),
+            ("keep_failed", keep_failed),
         ):
             if not isinstance(span, timedelta) or span < timedelta(0):
                 raise ConfigurationError(f"{name} must be a timedelta, got {span!r}")
