@@ -679,7 +679,7 @@ async def fleet_for(
         dsn,
         accounts=options.pop("accounts", accounts),
         credentials=options.pop("credentials", credentials),
-        sink=sink,
+        sink=options.pop("sink", sink),
         start=START,
         window=timedelta(hours=6),
         settle=timedelta(seconds=30),
@@ -783,10 +783,6 @@ async def test_two_fleets_share_a_database_without_meeting(
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-        ticks = await query(
-            dsn, "SELECT periodic_id, count(*) FROM procrastinate_periodic_defers GROUP BY 1"
-        )
-        assert {periodic for periodic, _ in ticks} <= {"connexi-fleet:one", "connexi-fleet:two"}
 
 
 async def test_fleet_run_that_finds_the_account_locked_is_not_a_success(
@@ -970,3 +966,72 @@ def test_missing_postgresql_binaries_fail_saying_what_to_install(
     monkeypatch.setattr(testing.glob, "glob", lambda pattern: [])
     with pytest.raises(testing.ClusterError, match="apt install postgresql"):
         TemporaryCluster().start()
+
+
+async def test_fleet_ticks_while_every_job_slot_is_busy(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the tick was a job like the syncs; with every slot held by a long
+    run, no tick ran, and a dead worker's accounts waited for a slot (128 s seen)."""
+    release = asyncio.Event()
+
+    async with Sandbox(accounts=2, orders=5, start=START, days=1) as sandbox:
+        from fleet_app import sink as real_sink
+
+        async def slow_sink(batch: FleetBatch) -> None:
+            if batch.account == "account-0":
+                await release.wait()  # holds the only slot
+            await real_sink(batch)
+
+        fleet = await fleet_for(tmp_path, dsn, sandbox, monkeypatch, sink=slow_sink)
+        assert await fleet.schedule(only=["account-1"], due=False) == 1
+        [(dead,)] = await query(
+            dsn,
+            "INSERT INTO procrastinate_workers (last_heartbeat) "
+            "VALUES (now() - interval '1 hour') RETURNING id",
+        )
+        await query(dsn, "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s", dead)
+        assert await fleet.schedule(only=["account-0"], due=False) == 1
+        worker = asyncio.create_task(fleet.run_worker(concurrency=1, install_signal_handlers=False))
+        try:
+            async with asyncio.timeout(30):
+                while True:  # the dead worker's job goes back while account-0 runs
+                    rows = await query(
+                        dsn,
+                        "SELECT status::text FROM procrastinate_jobs "
+                        "WHERE args->>'account' = 'account-1' ORDER BY id",
+                    )
+                    if rows[0] != ("doing",):
+                        break
+                    await asyncio.sleep(0.1)
+            running = await query(
+                dsn, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'"
+            )
+            assert running == [(1,)]  # account-0, still holding the slot
+            release.set()
+            await wait_synced(fleet, ["account-0", "account-1"], START)
+        finally:
+            release.set()
+            worker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await worker
+
+
+async def test_fleet_refuses_what_cannot_work(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def credentials(key: str) -> Credentials:
+        raise AssertionError
+
+    async def sink(batch: FleetBatch) -> None:
+        raise AssertionError
+
+    with pytest.raises(ConfigurationError, match="in the future"):
+        Fleet(
+            dsn, accounts=["a"], credentials=credentials, sink=sink, start=NOW + timedelta(days=30)
+        )
+    # Before setup: a clear instruction, not a database error or a worker retrying forever.
+    fleet = Fleet(dsn, accounts=["a"], credentials=credentials, sink=sink, start=START)
+    for call in (fleet.status, fleet.schedule, fleet.run_worker):
+        with pytest.raises(ConfigurationError, match="setup"):
+            await call()

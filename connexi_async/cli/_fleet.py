@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -101,6 +102,8 @@ def load_fleet(spec: str | None) -> Fleet:
             target = getattr(target, part)
         except AttributeError:
             raise UsageError(f"--app {spec}: {module_name} has no {attribute}") from None
+    if inspect.iscoroutinefunction(target):
+        raise UsageError(f"--app {spec}: {attribute} is an async function; name a Fleet")
     if not isinstance(target, Fleet) and callable(target):
         try:
             target = target()
@@ -165,7 +168,7 @@ async def cmd_fleet_status(args: argparse.Namespace) -> int:
             _instant(r.last_run_at),
             r.job or "-",
             r.held_by or "-",
-            (r.last_error or "-")[:80],
+            " ".join((r.last_error or "-").split())[:120],  # one line: errors may hold several
         )
         for r in rows
     ]
@@ -195,13 +198,17 @@ def _duration(value: timedelta | None) -> str:
     return f"{seconds // 86400}d"
 
 
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
 def _json(row: AccountStatus) -> dict[str, Any]:
     return {
         "account": row.key,
         "watermark": None if row.watermark is None else format_instant(row.watermark),
         "lag_seconds": None if row.lag is None else round(row.lag.total_seconds(), 3),
-        "last_run_at": None if row.last_run_at is None else row.last_run_at.isoformat(),
-        "last_success_at": None if row.last_success_at is None else row.last_success_at.isoformat(),
+        "last_run_at": _iso(row.last_run_at),
+        "last_success_at": _iso(row.last_success_at),
         "last_error": row.last_error,
         "last_worker": row.last_worker,
         "held_by": row.held_by,

@@ -2,9 +2,9 @@
 
 The pieces, and who guarantees what:
 
-* **Queue** (procrastinate, PostgreSQL): a scheduler tick, a periodic task run once per
-  tick by whichever worker gets it, defers one ``sync_account`` job per account that is
-  due. The job carries the account's key only. ``queueing_lock`` keeps an account from
+* **Queue** (procrastinate, PostgreSQL): a scheduler tick, run by each worker beside its
+  job slots (never waiting for one) and by one worker at a time (an advisory lock),
+  defers one ``sync_account`` job per account that is due. The job carries the account's key only. ``queueing_lock`` keeps an account from
   being queued twice; ``lock`` keeps two of its jobs from running at once.
 * **Run lock** (an advisory lock, held by a connection of its own for the whole run):
   the hard guarantee that no two workers sync one account at once, even if a job is
@@ -23,7 +23,9 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import random
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,6 +58,7 @@ from ._store import (
     _hide_password,
     check_conninfo,
     default_worker_name,
+    lock_id,
 )
 
 __all__ = ["AccountStatus", "Credentials", "Fleet", "FleetBatch"]
@@ -63,9 +66,7 @@ __all__ = ["AccountStatus", "Credentials", "Fleet", "FleetBatch"]
 logger = logging.getLogger("connexi_async.fleet")
 
 SYNC_TASK = "connexi_async.fleet.sync_account"
-TICK_TASK = "connexi_async.fleet.tick"
-# Job priorities (higher first): the tick, then dead workers' accounts, then the rest.
-TICK_PRIORITY = 100
+# Dead workers' accounts go back ahead of the backlog (higher runs first).
 RECOVERED_PRIORITY = 10
 _DEFER_BATCH = 100  # jobs a statement: a few milliseconds to build and send
 # Failures that retrying cannot mend until a person acts: the job fails at once (the
@@ -283,20 +284,17 @@ class Fleet:
         self.sync_task = self.app.task(
             name=SYNC_TASK, queue=queue, pass_context=False, retry=retry
         )(self._sync_account)
-        # Ahead of every queued sync: with thousands of accounts queued, a tick behind
-        # them would leave dead workers' accounts waiting until the backlog drained.
-        # Named by the queue: two fleets in one database keep their ticks apart.
-        tick_task = self.app.task(
-            name=TICK_TASK,
-            queue=queue,
-            queueing_lock=f"{TICK_TASK}:{queue}",
-            priority=TICK_PRIORITY,
-        )(self._tick)
         if tick is not None:
-            self.app.periodic(cron=_cron(tick), periodic_id=f"connexi-fleet:{queue}")(tick_task)
+            _cron(tick)  # the same bounds as before: a tick divides a minute or an hour
+        if self.start > datetime.now(UTC):
+            raise ConfigurationError(
+                f"start {self.start.isoformat()} is in the future: a sync reads from start "
+                "to now, so it would read nothing"
+            )
         self._session: aiohttp.ClientSession | None = None
         self._opened = 0
         self._opening = asyncio.Lock()
+        self._ready = False  # setup() was found done
 
     def __repr__(self) -> str:
         # Safe on a half-built Fleet too (tracebacks that show locals call it).
@@ -386,6 +384,8 @@ class Fleet:
         """
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be 1 or more, got {concurrency!r}")
+        async with self:
+            await self._require_setup()  # before anything: a missing schema is no outage
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         current: list[ProcrastinateWorker] = []
@@ -433,7 +433,18 @@ class Fleet:
                         logger.info(
                             "fleet worker %s: %d accounts at a time", self.worker, concurrency
                         )
-                        await worker.run()  # type: ignore[no-untyped-call]
+                        ticking = (
+                            None
+                            if self.tick is None
+                            else asyncio.create_task(self._housekeeping(self.tick))
+                        )
+                        try:
+                            await worker.run()  # type: ignore[no-untyped-call]
+                        finally:
+                            if ticking is not None:
+                                ticking.cancel()
+                                with contextlib.suppress(asyncio.CancelledError):
+                                    await ticking
                     if stop.is_set():
                         return
                     problem = "its connection to the database failed"
@@ -462,6 +473,21 @@ class Fleet:
             for handled_signal in handled:
                 loop.remove_signal_handler(handled_signal)
 
+    async def _require_setup(self) -> None:
+        if self._ready:
+            return
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS queue, "
+            "to_regclass(%(table)s) IS NOT NULL AS checkpoints",
+            table=self.store.table,
+        )
+        if not (row["queue"] and row["checkpoints"]):
+            raise ConfigurationError(
+                "the fleet's tables are not in this database yet: run "
+                "`connexi-async fleet --app ... setup` (or `await fleet.setup()`) once"
+            )
+        self._ready = True
+
     async def accounts(self) -> list[str]:
         """The account keys, from the ``accounts`` you gave, each once. A key that is
         not 1-200 printable characters is left out with an error logged: one bad key
@@ -479,6 +505,7 @@ class Fleet:
         ``only``: of these). Accounts already queued are left as they are. Returns how
         many jobs were queued."""
         async with self:
+            await self._require_setup()
             keys = await self.accounts()
             if only is not None:
                 known = set(keys)
@@ -528,6 +555,7 @@ class Fleet:
         """Put back in the queue the sync jobs of workers that stopped beating (killed,
         frozen, cut off), and end their ticks. Returns how many sync jobs."""
         async with self:
+            await self._require_setup()
             manager = self.app.job_manager
             stalled = await manager.get_stalled_jobs(
                 queue=self.queue,
@@ -570,12 +598,35 @@ class Fleet:
     async def status(self) -> list[AccountStatus]:
         """Per account: watermark, lag, last run and error, the worker holding it now."""
         async with self:
+            await self._require_setup()
             keys = await self.accounts()
             states = await self.store.states(keys)
             jobs = await self._job_states()
         return await run_sliced(_statuses(self.queue, states, jobs, datetime.now(UTC)))
 
     # -- the tasks ------------------------------------------------------------------------
+
+    async def _housekeeping(self, every: timedelta) -> None:
+        """The tick, in the worker but outside its job slots: when every slot holds a
+        long run, the dead workers' accounts must still come back and due accounts
+        still be queued. One worker at a time does it (the others skip that tick)."""
+        lock = lock_id(self.store.table, f"connexi-fleet tick {self.queue}")
+        while True:
+            await asyncio.sleep(every.total_seconds() * (0.9 + 0.2 * random.random()))
+            try:
+                async with self.store._connection("run the tick") as db:
+                    cursor = await db.execute("SELECT pg_try_advisory_lock(%s)", (lock,))
+                    row = await cursor.fetchone()
+                    if not (row and row[0]):
+                        continue  # another worker is ticking
+                    try:
+                        await self._tick(int(time.time()))
+                    finally:
+                        await db.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next tick tries again; the worker goes on
+                logger.error("fleet: the tick failed: %s", _hide_password(exc))
 
     async def _tick(self, timestamp: int) -> None:
         await self.recover_stalled()
@@ -612,11 +663,11 @@ class Fleet:
             )
             raise FleetRunTimeoutError(error) from exc
         except asyncio.CancelledError:
-            error = "the run was stopped (its worker shut down); the next run goes on"
-            ran = False  # due again at once, not an interval later
+            ran = False  # stopped, not failed: nothing recorded, the account stays due
             raise
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"[:2000]
+            logger.warning("fleet: %s failed (retried unless it cannot pass): %s", account, error)
             raise
         finally:
             if ran or error:
@@ -730,8 +781,16 @@ def _good_keys(keys: Iterable[object]) -> Steps[list[str]]:
             and key == key.strip()
         ):
             good[key] = None
+        elif not isinstance(key, str):
+            logger.error(
+                "fleet: account key %r is a %s, not a str; skipped", key, type(key).__name__
+            )
         else:
-            logger.error("fleet: account key %r is not 1-200 printable characters; skipped", key)
+            logger.error(
+                "fleet: account key %r must be 1-200 printable characters without spaces "
+                "around; skipped",
+                key,
+            )
     return list(good)
 
 

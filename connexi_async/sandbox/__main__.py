@@ -113,7 +113,14 @@ async def serve(args: argparse.Namespace) -> None:
             loop.add_signal_handler(sig, stop.set)
     async with sandbox_from_args(args) as sandbox:
         creds = sandbox.credentials
-        print(f"Connexi sandbox serving {len(sandbox.dataset)} orders", flush=True)
+        if sandbox.accounts:
+            print(
+                f"Connexi sandbox serving {len(sandbox.accounts)} accounts of "
+                f"{len(sandbox.dataset)} orders each",
+                flush=True,
+            )
+        else:
+            print(f"Connexi sandbox serving {len(sandbox.dataset)} orders", flush=True)
         print(f"CONNEXI_BASE_URL={creds['base_url']}", flush=True)
         print(f"CONNEXI_API_KEY={creds['api_key']}", flush=True)
         print(f"CONNEXI_API_SECRET={creds['api_secret']}", flush=True)
