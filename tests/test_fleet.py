@@ -1035,3 +1035,27 @@ async def test_fleet_refuses_what_cannot_work(
     for call in (fleet.status, fleet.schedule, fleet.run_worker):
         with pytest.raises(ConfigurationError, match="setup"):
             await call()
+
+
+async def test_store_on_your_pool_passes_your_own_database_error_under_the_lock(
+    dsn: str,
+) -> None:
+    """Regression: with pool=, the run lock's connection came from a wrapper that turned
+    every database error raised during the whole run, the sink's own included, into
+    "cannot take the lock"."""
+    await query(dsn, "CREATE TABLE sink (id bigint PRIMARY KEY)")
+    await query(dsn, "INSERT INTO sink VALUES (1)")
+
+    async def duplicate(db: psycopg.AsyncConnection[Any]) -> None:
+        await db.execute("INSERT INTO sink VALUES (1)")
+
+    async with AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False) as pool:
+        store = PostgresCheckpoints(pool=pool)
+        await store.setup()
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            async with store.lock("seller"):
+                await store.save("seller", a_checkpoint(1), write=duplicate)
+        async with store.lock("seller"):  # released, and the connection went back clean
+            await store.save("seller", a_checkpoint(1))
+        async with pool.connection() as db:
+            assert not db.autocommit  # your pool's setting, given back

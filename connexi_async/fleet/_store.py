@@ -478,47 +478,71 @@ class PostgresCheckpoints:
     async def _lock_connection(
         self, key: str, application_name: str
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A connection held for the whole run, from the run locks' pool (or yours),
-        unlocked before it goes back; ended instead if anything went wrong, so that no
-        pooled connection ever keeps a lock."""
-        if self._lock_pool is not None:
-            try:
-                connection = self._lock_pool.connection(timeout=self._open_timeout)
-                db = await connection.__aenter__()
-            except (psycopg.OperationalError, PoolTimeout) as exc:
-                raise CheckpointStoreUnavailableError(
-                    f"{self.table}: cannot connect to take the lock of {key!r} now "
-                    f"({_hide_password(exc)})"
-                ) from None
+        """A connection held for the whole run, unlocked before it goes back to its
+        pool; ended instead if that cannot be made sure, so that no pooled connection
+        ever keeps a lock."""
+        async with self._borrow_for_lock(key, application_name) as db:
             released = False
             try:
                 yield db
                 with contextlib.suppress(psycopg.Error):  # a dead connection holds nothing
                     await db.execute("SELECT pg_advisory_unlock_all()")
+                    if self._lock_pool is None:  # your pool: its own name back
+                        await db.execute("RESET application_name")
                     released = True
             finally:
-                released = released or id(db) in self._free
+                released = released or id(db) in self._free  # refused: it never held one
                 self._free.discard(id(db))
                 if not released:
-                    # Whatever went wrong, never return a connection that may still
-                    # hold the lock: ending it releases the lock for sure.
                     db.pgconn.finish()
-                await connection.__aexit__(None, None, None)
-            return
-        async with self._connection(f"take the lock of {key!r}") as db:
-            await db.execute(
-                "SELECT set_config('application_name', %s, false)", (application_name,)
+
+    @contextlib.asynccontextmanager
+    async def _borrow_for_lock(
+        self, key: str, application_name: str
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection from the run locks' pool (named for ``status``), or from yours,
+        renamed. Only taking it is wrapped in our errors: whatever the run raises while
+        it holds the connection passes as it is (a database error of your sink's too)."""
+        pool = self._lock_pool if self._lock_pool is not None else self._pool
+        if pool is None:
+            raise ConfigurationError(
+                "the PostgresCheckpoints store is not open: use `async with store` (or a Fleet)"
             )
-            released = False
-            try:
-                yield db
+        borrowed = pool.connection(timeout=self._open_timeout)
+        try:
+            db = await borrowed.__aenter__()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise CheckpointStoreUnavailableError(
+                f"{self.table}: cannot connect to take the lock of {key!r} now "
+                f"({_hide_password(exc)})"
+            ) from None
+        restore = False
+        try:
+            if self._lock_pool is None:
+                restore = not db.autocommit
+                if restore:
+                    await db.set_autocommit(True)  # no implicit transaction all run long
+                await db.execute(
+                    "SELECT set_config('application_name', %s, false)", (application_name,)
+                )
+        except psycopg.Error as exc:
+            db.pgconn.finish()
+            await borrowed.__aexit__(None, None, None)
+            kind = (
+                CheckpointStoreUnavailableError
+                if isinstance(exc, psycopg.OperationalError)
+                else SyncError
+            )
+            raise kind(
+                f"{self.table}: cannot take the lock of {key!r} ({_hide_password(exc)})"
+            ) from None
+        try:
+            yield db
+        finally:
+            if restore and not db.closed:
                 with contextlib.suppress(psycopg.Error):
-                    await db.execute("SELECT pg_advisory_unlock_all()")
-                    await db.execute("RESET application_name")
-                    released = True
-            finally:
-                if not released:
-                    db.pgconn.finish()  # as above: never back in the pool holding a lock
+                    await db.set_autocommit(False)
+            await borrowed.__aexit__(None, None, None)
 
     async def _holder(self, db: psycopg.AsyncConnection[Any], lock: int) -> str:
         holders = await _holders(db, [lock])
