@@ -396,7 +396,7 @@ def test_fleet_options_are_checked() -> None:
         "start": START,
     }
     with pytest.raises(ConfigurationError, match="tick"):
-        Fleet("dbname=x", **base, tick=timedelta(seconds=7))
+        Fleet("dbname=x", **base, tick=timedelta(0))
     with pytest.raises(ConfigurationError, match="interval"):
         Fleet("dbname=x", **base, interval=timedelta(0))
     with pytest.raises(ConfigurationError, match="sink"):

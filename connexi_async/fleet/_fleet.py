@@ -140,18 +140,6 @@ def _is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, _FATAL) or isinstance(exc.__cause__, _FATAL)
 
 
-def _cron(every: timedelta) -> str:
-    seconds = every.total_seconds()
-    if seconds < 60 and seconds >= 1 and seconds == int(seconds) and 60 % seconds == 0:
-        return f"* * * * * */{int(seconds)}"
-    minutes = seconds / 60
-    if minutes == int(minutes) and 1 <= minutes <= 60 and 60 % minutes == 0:
-        return "* * * * *" if minutes == 1 else f"*/{int(minutes)} * * * *"
-    raise ConfigurationError(
-        f"tick must divide a minute (1-30 s) or an hour (1-60 min) evenly, got {every!r}"
-    )
-
-
 class Fleet:
     """Sync the orders of many seller accounts with workers on many machines.
 
@@ -235,8 +223,6 @@ class Fleet:
             raise ConfigurationError(
                 f"run_timeout must be a positive timedelta, got {run_timeout!r}"
             )
-        if tick is not None and not isinstance(tick, timedelta):
-            raise ConfigurationError(f"tick must be a timedelta or None, got {tick!r}")
         if (
             not isinstance(account_concurrency, int)
             or isinstance(account_concurrency, bool)
@@ -249,6 +235,12 @@ class Fleet:
             raise ConfigurationError(f"queue must be a short printable name, got {queue!r:.60}")
         if not isinstance(interval, timedelta) or interval <= timedelta(0):
             raise ConfigurationError(f"interval must be a positive timedelta, got {interval!r}")
+        if tick is not None and (
+            not isinstance(tick, timedelta) or not timedelta(seconds=1) <= tick <= interval
+        ):
+            raise ConfigurationError(
+                f"tick must be a timedelta from 1 s to interval ({interval}), or None; got {tick!r}"
+            )
         if not isinstance(stalled_after, timedelta) or stalled_after < timedelta(seconds=3):
             raise ConfigurationError(f"stalled_after must be 3 s or more, got {stalled_after!r}")
         if not isinstance(max_attempts, int) or max_attempts < 1:
@@ -284,8 +276,6 @@ class Fleet:
         self.sync_task = self.app.task(
             name=SYNC_TASK, queue=queue, pass_context=False, retry=retry
         )(self._sync_account)
-        if tick is not None:
-            _cron(tick)  # the same bounds as before: a tick divides a minute or an hour
         if self.start > datetime.now(UTC):
             raise ConfigurationError(
                 f"start {self.start.isoformat()} is in the future: a sync reads from start "
