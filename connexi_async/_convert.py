@@ -640,8 +640,16 @@ def _make_validating_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, lambda v, _: _to_str(v))
     converter.register_structure_hook(int, lambda v, _: _to_int(v))
     converter.register_structure_hook(Decimal, lambda v, _: _to_decimal(v))
-    converter.register_structure_hook(Decimal | None, lambda v, _: _to_optional_decimal(v))
-    converter.register_structure_hook(datetime | None, lambda v, _: _to_timestamp(v))
+    # Unions by an equality predicate: cattrs 23.2 passes over a hook registered for
+    # `X | None` for its own Optional handler, which then finds no hook for a datetime.
+    optional_decimal: Any = Decimal | None
+    optional_datetime: Any = datetime | None
+    converter.register_structure_hook_func(
+        partial(operator.eq, optional_decimal), lambda v, _: _to_optional_decimal(v)
+    )
+    converter.register_structure_hook_func(
+        partial(operator.eq, optional_datetime), lambda v, _: _to_timestamp(v)
+    )
     converter.register_structure_hook(bool, lambda v, _: _to_bool(v))
 
     def items_hook(item_cls: type) -> Callable[[Any, Any], tuple[Any, ...]]:

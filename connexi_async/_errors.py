@@ -107,7 +107,7 @@ class EncodeError(ConnexiError, ValueError):
     writes' checks before sending)."""
 
     def __init__(self, message: str, *, errors: Sequence[FieldError] = ()) -> None:
-        self.errors = list(errors)
+        self.errors: list[FieldError] = list(errors)
         super().__init__(message)
 
 

@@ -94,7 +94,7 @@ class RecordStream(Generic[T]):
         windowed: bool = True,
         build: Callable[[Any], T] | None = None,
     ) -> None:
-        self.stats = StreamStats(windows_planned=window_count)
+        self.stats: StreamStats = StreamStats(windows_planned=window_count)
         self._windowed = windowed
         self.concurrency = concurrency
         self.ordered = ordered

@@ -553,9 +553,13 @@ class Transport:
                         transport._sock = None  # type: ignore[union-attr]
             connector._conns.clear()
         with contextlib.suppress(Exception):
-            waiter = connector.close()
+            waiter: Any = connector.close()
             if asyncio.iscoroutine(waiter):
                 waiter.close()
+            elif hasattr(waiter, "_awaited"):
+                # aiohttp 3.11 closes at once and returns a waiter that warns when it is
+                # collected unawaited; it cannot be awaited in a dead loop.
+                waiter._awaited = True
 
     async def aclose(self) -> None:
         """Close our own session (never the user's). Safe to call twice."""

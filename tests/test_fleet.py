@@ -785,6 +785,33 @@ async def test_two_fleets_share_a_database_without_meeting(
             await asyncio.gather(*workers, return_exceptions=True)
 
 
+async def test_a_tick_whose_cancellation_becomes_an_error_still_stops(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (found by the lowest-dependency test cell): a library under the tick
+    turned its cancellation into an error of its own; the tick logged it and went round
+    again, so a cancelled worker waited for its tick forever."""
+    async with Sandbox(accounts=1, orders=5, start=START, days=1) as sandbox:
+        fleet = await fleet_for(tmp_path, dsn, sandbox, monkeypatch)
+        entered = asyncio.Event()
+
+        async def tick(timestamp: int) -> None:
+            entered.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise RuntimeError("the connection is lost") from None
+
+        monkeypatch.setattr(fleet, "_tick", tick)
+        async with fleet:
+            ticking = asyncio.create_task(fleet._housekeeping(timedelta(milliseconds=10)))
+            await asyncio.wait_for(entered.wait(), 30)
+            ticking.cancel()
+            done, _ = await asyncio.wait({ticking}, timeout=30)
+            assert ticking in done, "the cancelled tick went round again"
+            assert ticking.cancelled()
+
+
 async def test_fleet_run_that_finds_the_account_locked_is_not_a_success(
     tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

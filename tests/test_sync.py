@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -264,7 +265,8 @@ async def test_json_store_cannot_join_your_transaction(tmp_path: Path) -> None:
 
 async def test_sqlite_write_and_commit_happen_together(tmp_path: Path) -> None:
     path = tmp_path / "shop.db"
-    with sqlite3.connect(path) as db:
+    # closing(): a connection's own `with` commits but does not close (3.13 warns).
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
     store = SQLiteCheckpoints(path)
 
@@ -280,7 +282,7 @@ async def test_sqlite_write_and_commit_happen_together(tmp_path: Path) -> None:
         await store.save("k", Checkpoint(watermark=OCT1 + H, version=2), write=bad)
     with pytest.raises(CheckpointConflictError):  # the write is rolled back with it
         await store.save("k", Checkpoint(watermark=OCT1 + H, version=5), write=good)
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         assert [r[0] for r in db.execute("SELECT id FROM orders ORDER BY id")] == [1, 2]
     checkpoint = await store.load("k")
     assert checkpoint is not None

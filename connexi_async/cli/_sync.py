@@ -57,13 +57,13 @@ class SyncOutput:
     """
 
     def __init__(self, path: str, checkpoint: str, key: str) -> None:
-        self.path = Path(path)
-        self.resolved = str(self.path.resolve())
+        self.path: Path = Path(path)
+        self.resolved: str = str(self.path.resolve())
         digest = hashlib.sha256(f"{key}\0{self.resolved}".encode()).hexdigest()[:12]
         state = Path(checkpoint)
-        self.intent = state.with_name(f"{state.name}.{digest}.pending")
-        self.size = 0
-        self.written = 0
+        self.intent: Path = state.with_name(f"{state.name}.{digest}.pending")
+        self.size: int = 0
+        self.written: int = 0
         self._held: Any = None
 
     def hold(self) -> None:

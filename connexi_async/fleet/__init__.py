@@ -23,10 +23,10 @@ try:
     import procrastinate  # noqa: F401
     import psycopg  # noqa: F401
     import psycopg_pool  # noqa: F401
-except ImportError as exc:  # pragma: no cover - without the extra
+except ImportError as _missing:  # pragma: no cover - without the extra
     raise ImportError(
         "connexi_async.fleet needs the fleet extra: pip install 'connexi-async[fleet]' "
-        f"({exc.name} is missing)"
+        f"({_missing.name} is missing)"
     ) from None
 
 from ._fleet import AccountStatus, Credentials, Fleet, FleetBatch, FleetRunTimeoutError

@@ -37,6 +37,7 @@ import psycopg
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate.jobs import Job, Status
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
+from procrastinate.tasks import Task
 from procrastinate.worker import Worker as ProcrastinateWorker
 
 from .._auth import _Secret
@@ -245,26 +246,28 @@ class Fleet:
             raise ConfigurationError(f"stalled_after must be 3 s or more, got {stalled_after!r}")
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be 1 or more, got {max_attempts!r}")
-        self.start = whole_second(start, "start")
+        self.start: datetime = whole_second(start, "start")
         self.interval = interval
         self.tick = tick
         self.lookback = lookback
         self.settle = settle
         self.window = window
         self.account_concurrency = account_concurrency
-        self.client_options = dict(client_options or {})
+        self.client_options: dict[str, Any] = dict(client_options or {})
         self.stalled_after = stalled_after
         self.run_timeout = run_timeout
         self.keep_failed = keep_failed
         self.queue = queue
-        self.worker = worker or default_worker_name()
+        self.worker: str = worker or default_worker_name()
         self._accounts = accounts
         self._credentials = credentials
         self._sink = sink
         self._conninfo = _Secret(check_conninfo(conninfo))
         del conninfo  # no frame of ours keeps a password in clear
-        self.store = PostgresCheckpoints(str(self._conninfo), table=table, worker=self.worker)
-        self.app = procrastinate.App(
+        self.store: PostgresCheckpoints = PostgresCheckpoints(
+            str(self._conninfo), table=table, worker=self.worker
+        )
+        self.app: procrastinate.App = procrastinate.App(
             # (procrastinate's pool checks its connections when taken, as ours do)
             connector=procrastinate.PsycopgConnector(conninfo=str(self._conninfo))
         )
@@ -273,7 +276,7 @@ class Fleet:
             retry_wait.total_seconds(),
             max(interval.total_seconds(), retry_wait.total_seconds()),
         )
-        self.sync_task = self.app.task(
+        self.sync_task: Task[[str], Awaitable[None], [str]] = self.app.task(
             name=SYNC_TASK, queue=queue, pass_context=False, retry=retry
         )(self._sync_account)
         if self.start > datetime.now(UTC):
@@ -616,6 +619,12 @@ class Fleet:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the next tick tries again; the worker goes on
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # We were cancelled and a library under us turned that into an error
+                    # of its own (seen with psycopg 3.2 / procrastinate 3.10): going round
+                    # again would never stop, and the worker would wait for us forever.
+                    raise asyncio.CancelledError from None
                 logger.error("fleet: the tick failed: %s", _hide_password(exc))
 
     async def _tick(self, timestamp: int) -> None:

@@ -155,7 +155,7 @@ class PostgresCheckpoints:
         if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"table must be a plain SQL identifier, got {table!r:.80}")
         self.table = table
-        self.worker = worker or default_worker_name()
+        self.worker: str = worker or default_worker_name()
         self._conninfo = None if secret is None else _Secret(check_conninfo(secret))
         self._own_pool = pool is None
         self._pool = pool

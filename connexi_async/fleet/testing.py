@@ -65,7 +65,7 @@ class TemporaryCluster:
 
     def __init__(self, *, database: str = "connexi") -> None:
         self.database = database
-        self.port = 0
+        self.port: int = 0
         self._dir: Path | None = None
         self._bin: Path | None = None
         self._run_as: list[str] = []

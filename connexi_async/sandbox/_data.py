@@ -198,13 +198,13 @@ class Dataset:
 
     def __init__(self, config: DataConfig) -> None:
         self.config = config
-        self.instants = creation_instants(config)
+        self.instants: array[int] = creation_instants(config)
         self.changed: dict[int, Order] = {}  # id -> order after a PATCH
         self.created: list[Order] = []  # POSTed orders, in creation order
         self.created_keys: set[tuple[str, str]] = set()
         self.created_remote_ids: set[str] = set()  # the partner API's order_id key
         self.removed: set[int] = set()  # ids taken out (a test's "deleted" orders)
-        self.version = 0  # bumped on every write; keys the response cache
+        self.version: int = 0  # bumped on every write; keys the response cache
 
     @property
     def base_count(self) -> int:

@@ -72,8 +72,8 @@ class PartnerState:
         # documentation's Create Order example); "either": both accepted.
         self.signature_form = "either"
         self.page_hook: PageHook | None = None
-        self.products = generate_products(seed)
-        self.history = generate_history(seed)
+        self.products: list[ProductStock] = generate_products(seed)
+        self.history: list[StockUpdateRecord] = generate_history(seed)
         self._windows: OrderedDict[tuple[datetime, datetime, int], list[Order]] = OrderedDict()
         # Encoded pages (their records; the envelope's tail is added per response), so a
         # listing read again costs the server little, as a real one's would.

@@ -155,7 +155,7 @@ class Sandbox:
             burst_at=burst_at,
             burst_orders=burst_orders,
         )
-        self.state = SandboxState(
+        self.state: SandboxState = SandboxState(
             dataset=Dataset(config),
             api_key=api_key,
             api_secret=api_secret,

@@ -171,7 +171,7 @@ class JSONFileCheckpoints:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path: Path = Path(path)
 
     def __repr__(self) -> str:
         return f"<JSONFileCheckpoints {str(self.path)!r}>"
@@ -286,7 +286,7 @@ class SQLiteCheckpoints:
     def __init__(self, path: str | os.PathLike[str], *, table: str = "connexi_checkpoints") -> None:
         if not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"table must be a plain SQL identifier, got {table!r}")
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.table = table
 
     def __repr__(self) -> str:
@@ -308,6 +308,7 @@ class SQLiteCheckpoints:
     # -- in the worker thread ----------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
@@ -317,6 +318,8 @@ class SQLiteCheckpoints:
                 "version INTEGER NOT NULL, state TEXT NOT NULL, saved_at TEXT NOT NULL)"
             )
         except sqlite3.Error as exc:
+            if db is not None:
+                db.close()  # not left to the collector (Python 3.13 warns about that)
             raise SyncError(f"{self.path}: cannot open the checkpoint database ({exc})") from None
         return db
 

@@ -109,9 +109,9 @@ class SyncBatch:
 
     def __init__(self, run: _RunState, window: Window, records: list[Order]) -> None:
         self._run = run
-        self.window = window
-        self.records = records
-        self.committed = False
+        self.window: Window = window
+        self.records: list[Order] = records
+        self.committed: bool = False
 
     def __repr__(self) -> str:
         return (
@@ -259,7 +259,7 @@ class SyncRun:
         self.checkpoint: Checkpoint | None = None
         self.since: datetime | None = None
         self.until: datetime | None = None
-        self.uncommitted = 0  # batches handed out and never committed
+        self.uncommitted: int = 0  # batches handed out and never committed
 
     def __repr__(self) -> str:
         period = str(Window(self.since, self.until)) if self.since and self.until else ""
@@ -472,7 +472,7 @@ class OrderSync:
         self.client = client
         self.store = store
         self.key = key
-        self.start = whole_second(start, "start")
+        self.start: datetime = whole_second(start, "start")
         self.lookback = lookback
         self.settle = settle
         self.window = window
@@ -482,7 +482,7 @@ class OrderSync:
         self.max_remembered = max_remembered
         self.lock_wait = lock_wait
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
-        self.stats = SyncStats()
+        self.stats: SyncStats = SyncStats()
 
     def __repr__(self) -> str:
         return f"<OrderSync {self.key!r} store={self.store!r}>"
