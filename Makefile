@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml connexi_async/__init__.py
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check connexi_async tests benchmarks
-	$(BIN)/ruff format --check connexi_async tests benchmarks
+	$(BIN)/ruff check connexi_async tests benchmarks .ci docs/hooks.py
+	$(BIN)/ruff format --check connexi_async tests benchmarks .ci docs/hooks.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict connexi_async
@@ -42,7 +42,7 @@ dist: $(STAMP)
 
 # The test suite against the built wheel, installed in a fresh venv, no source tree in sight.
 test-wheel: dist
-	$(BIN)/python .ci/test_wheel.py dist
+	$(BIN)/python .ci/matrix.py --cells wheel
 
 # Strict: a broken link, anchor or API reference fails the build. (The variable quiets
 # Material's banner about its end of life in 2027; it is not a build warning.)

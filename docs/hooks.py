@@ -42,7 +42,7 @@ class _DoctestFences(Preprocessor):
 
 
 class DoctestFences(Extension):
-    def extendMarkdown(self, md: Markdown) -> None:  # noqa: N802 - Markdown's API
+    def extendMarkdown(self, md: Markdown) -> None:  # Markdown's API, camel case
         # Before pymdownx.superfences' preprocessor (priority 32) fences the code.
         md.preprocessors.register(_DoctestFences(md), "doctest_fences", 40)
 

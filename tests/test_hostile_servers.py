@@ -45,8 +45,12 @@ async def raw_server(handler: Handler) -> AsyncIterator[tuple[str, list[bytes]]]
     """A socket server that reads each request head (and body) and lets ``handler`` write
     whatever bytes it likes: (base URL, the request heads received)."""
     heads: list[bytes] = []
+    serving: set[asyncio.Task[Any]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            serving.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -66,6 +70,12 @@ async def raw_server(handler: Handler) -> AsyncIterator[tuple[str, list[bytes]]]
         yield f"http://127.0.0.1:{port}", heads
     finally:
         server.close()
+        # Python 3.11's wait_closed() does not wait for the connections' handlers: one
+        # still reading a connection the client kept open would be destroyed pending
+        # with the loop (seen with aiohttp 3.11.0, which closes its pool lazily).
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
         await server.wait_closed()
 
 

@@ -1,6 +1,6 @@
 """What a user installs: one version everywhere, the typing marker, the console script.
 
-Under ``.ci/test_wheel.py`` (``CONNEXI_TEST_INSTALLED=1``) these also prove that the suite
+In the "wheel" cell of ``.ci/matrix.py`` (``CONNEXI_TEST_INSTALLED=1``) these also prove that the suite
 runs against the installed wheel, not a source tree that happened to be on ``sys.path``.
 """
 
@@ -55,7 +55,7 @@ def test_every_subpackage_is_installed() -> None:
         assert (PACKAGE / sub / "__init__.py").is_file(), sub
 
 
-@pytest.mark.skipif(not INSTALLED, reason="only under .ci/test_wheel.py")
+@pytest.mark.skipif(not INSTALLED, reason="only in the wheel cell (make test-wheel)")
 def test_the_suite_runs_against_the_installed_wheel() -> None:
     site = Path(sysconfig.get_path("purelib")).resolve()
     assert PACKAGE.is_relative_to(site), f"connexi_async came from {PACKAGE}, not {site}"
