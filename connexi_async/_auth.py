@@ -101,7 +101,7 @@ class Auth:
 
 
 class V1Auth(Auth):
-    """``api_key`` and ``api_secret`` headers (underscores: see the README)."""
+    """``api_key`` and ``api_secret`` headers (underscores: see docs/quickstart.md)."""
 
     def __init__(self, api_key: str, api_secret: str) -> None:
         self._headers = {

@@ -277,7 +277,7 @@ class ConnexiClient(_BaseClient):
     * ``connect_timeout`` (10 s), ``read_timeout`` (30 s), ``timeout`` (120 s, the whole
       call with its retries).
     * ``max_attempts`` (5), ``backoff_base`` (0.25 s), ``backoff_max`` (8 s),
-      ``max_retry_after`` (60 s): see the README's section on retries.
+      ``max_retry_after`` (60 s): see docs/writing.md, "Retries: what is retried, and why".
     * ``max_connections`` (32): the pool of our own session.
     * ``requests_per_second``: an optional client-side limit shared by every request.
     * ``max_response_bytes`` (256 MiB): a body growing past it (decompressed) raises
@@ -290,7 +290,7 @@ class ConnexiClient(_BaseClient):
     * ``proxy``: ``http://[user:password@]proxy:3128``; its credentials are never logged
       or shown.
     * ``trust_env`` (False): honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (and
-      ``~/.netrc`` for proxy credentials), as aiohttp does; see the README for why it is
+      ``~/.netrc`` for proxy credentials), as aiohttp does; see docs/networks.md for why it is
       off by default.
 
     ``ssl``, ``proxy`` and ``trust_env`` configure the client's own session: with

@@ -336,7 +336,7 @@ class PagingError(ConnexiError):
 
 class PagesShiftedError(PagingError):
     """A window's pages kept disagreeing: its orders changed while it was paged, on
-    every reading (see the README on shifting offsets)."""
+    every reading (see docs/partner.md on shifting offsets)."""
 
 
 class WindowError(ConnexiError):

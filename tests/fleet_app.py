@@ -1,4 +1,4 @@
-"""The fleet the fleet tests and benchmark run: the README's example, configured by
+"""The fleet the fleet tests and benchmark run: docs/fleet.md's example, configured by
 environment variables so worker processes can load it with ``--app fleet_app:fleet``.
 
 * ``CONNEXI_FLEET_DSN``: the PostgreSQL database;

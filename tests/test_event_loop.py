@@ -59,7 +59,7 @@ async def ticker(period: float = 0.002) -> AsyncIterator[list[float]]:
 def frozen_heap() -> Iterator[None]:
     """What the test process already holds (other tests' objects, imports) is frozen out
     of the garbage collector's walks: a collection walks every live object, so its pause
-    measures the heap, not a step of ours (README: "Inside a web app or a bot")."""
+    measures the heap, not a step of ours (docs/web-apps.md)."""
     gc.collect()
     gc.freeze()
     try:
@@ -91,7 +91,7 @@ async def test_dense_batches_and_a_sync_never_stall_the_loop(tmp_path: Path) -> 
         async with ConnexiClient(**sandbox.credentials) as client, ticker() as lateness:
             since, until = OCT1, OCT1 + timedelta(days=2)
             # A batch holds its window's models at once: windows of hundreds of orders
-            # (see the README on batch sizes), as the sync's default of an hour gives.
+            # (see docs/web-apps.md on batch sizes), as the sync's default of an hour gives.
             async with client.orders(since, until, window=timedelta(hours=2)) as stream:
                 sizes = [len(b) async for b in stream.batches()]
             sync = OrderSync(
@@ -136,8 +136,8 @@ async def test_large_write_batches_never_stall_the_loop() -> None:
 @pytest.fixture
 def collector_paused() -> Iterator[None]:
     """The garbage collector paused: what is measured is our steps. Its collections walk
-    every object alive, whatever triggered them (the README's "Inside a web app or a
-    bot" says how to keep them short); a test that creates thousands of models would
+    every object alive, whatever triggered them (docs/web-apps.md says how to keep
+    them short); a test that creates thousands of models would
     measure the heap, not a step of ours."""
     gc.collect()
     gc.disable()

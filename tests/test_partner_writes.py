@@ -491,7 +491,7 @@ async def test_status_changes_succeed_and_fail_per_order() -> None:
         assert failed[b.id].updated_at == b.updated_at  # the current one, to retry with
         assert "cannot become packed" in failed[c.id].message
         assert "not found" in failed[999_999].message
-        # The re-read-and-retry recipe of the README.
+        # The re-read-and-retry recipe of docs/partner.md.
         fresh = {o.id: o for o in await server_orders_by_id(client, {a.id, b.id})}
         assert fresh[a.id].status == "accepted"
         assert fresh[a.id].updated_at == ok.updated_at

@@ -73,7 +73,7 @@ Write = Callable[[Any], object]
 @runtime_checkable
 class CheckpointStore(Protocol):
     """Where a sync keeps its checkpoints, one per key. Implement it to use your own
-    database (the README shows PostgreSQL).
+    database (docs/sync.md shows PostgreSQL).
 
     * ``load(key)``: the checkpoint, or ``None`` before the first commit.
     * ``save(key, checkpoint, write=None)``: compare-and-set. Store ``checkpoint`` only if
