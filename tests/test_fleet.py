@@ -555,12 +555,7 @@ async def test_fleet_recovers_a_stalled_job_whose_account_is_queued_again(
         await query(dsn, ORDERS_TABLE)
         assert await fleet.schedule(only=["account-1"], due=False) == 1
         # Its worker took it, then died: no heartbeat for an hour.
-        [(dead,)] = await query(
-            dsn,
-            "INSERT INTO procrastinate_workers (last_heartbeat) "
-            "VALUES (now() - interval '1 hour') RETURNING id",
-        )
-        await query(dsn, "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s", dead)
+        await taken_by_a_dead_worker(dsn)
         assert await fleet.schedule(only=["account-1"], due=False) == 1  # a tick queued it again
         assert await fleet.recover_stalled() == 1
         rows = await query(dsn, "SELECT status::text, priority FROM procrastinate_jobs ORDER BY id")
@@ -691,6 +686,16 @@ async def fleet_for(
     await fleet.setup()
     await query(dsn, ORDERS_TABLE)
     return fleet
+
+
+async def taken_by_a_dead_worker(dsn: str) -> None:
+    """Every job as taken by a worker with no heartbeat for an hour."""
+    [(dead,)] = await query(
+        dsn,
+        "INSERT INTO procrastinate_workers (last_heartbeat) "
+        "VALUES (now() - interval '1 hour') RETURNING id",
+    )
+    await query(dsn, "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s", dead)
 
 
 async def wait_synced(fleet: Fleet, keys: list[str], since: datetime, seconds: float = 60) -> None:
@@ -1012,12 +1017,7 @@ async def test_fleet_ticks_while_every_job_slot_is_busy(
 
         fleet = await fleet_for(tmp_path, dsn, sandbox, monkeypatch, sink=slow_sink)
         assert await fleet.schedule(only=["account-1"], due=False) == 1
-        [(dead,)] = await query(
-            dsn,
-            "INSERT INTO procrastinate_workers (last_heartbeat) "
-            "VALUES (now() - interval '1 hour') RETURNING id",
-        )
-        await query(dsn, "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s", dead)
+        await taken_by_a_dead_worker(dsn)
         assert await fleet.schedule(only=["account-0"], due=False) == 1
         worker = asyncio.create_task(fleet.run_worker(concurrency=1, install_signal_handlers=False))
         try:

@@ -400,6 +400,15 @@ class PostgresCheckpoints:
                     raise _Yours from None
                 raise
 
+    def _lock_error(self, key: str, exc: psycopg.Error) -> SyncError:
+        """Taking the run lock failed: retryable if the database is unreachable."""
+        kind = (
+            CheckpointStoreUnavailableError
+            if isinstance(exc, psycopg.OperationalError)
+            else SyncError
+        )
+        return kind(f"{self.table}: cannot take the lock of {key!r} ({_hide_password(exc)})")
+
     async def _check_still_locked(self, db: psycopg.AsyncConnection[Any], key: str) -> None:
         """If this store holds the run lock of ``key``, that it still does: a lock
         connection that died (a server restart, an idle timeout, a terminated backend)
@@ -460,14 +469,7 @@ class PostgresCheckpoints:
                     (key, self.worker),
                 )
             except psycopg.Error as exc:
-                kind = (
-                    CheckpointStoreUnavailableError
-                    if isinstance(exc, psycopg.OperationalError)
-                    else SyncError
-                )
-                raise kind(
-                    f"{self.table}: cannot take the lock of {key!r} ({_hide_password(exc)})"
-                ) from None
+                raise self._lock_error(key, exc) from None
             self._held[key] = db
             try:
                 yield
@@ -528,14 +530,7 @@ class PostgresCheckpoints:
         except psycopg.Error as exc:
             db.pgconn.finish()
             await borrowed.__aexit__(None, None, None)
-            kind = (
-                CheckpointStoreUnavailableError
-                if isinstance(exc, psycopg.OperationalError)
-                else SyncError
-            )
-            raise kind(
-                f"{self.table}: cannot take the lock of {key!r} ({_hide_password(exc)})"
-            ) from None
+            raise self._lock_error(key, exc) from None
         try:
             yield db
         finally:
