@@ -34,6 +34,7 @@ from connexi_async.fleet import (
     FleetBatch,
     PostgresCheckpoints,
 )
+from connexi_async.fleet._store import lock_id
 from connexi_async.fleet.testing import TemporaryCluster
 from connexi_async.sandbox import Sandbox
 from connexi_async.sync import (
@@ -1086,3 +1087,42 @@ async def test_store_on_your_pool_passes_your_own_database_error_under_the_lock(
             await store.save("seller", a_checkpoint(1))
         async with pool.connection() as db:
             assert not db.autocommit  # your pool's setting, given back
+
+
+async def test_store_run_lock_given_back_unended_after_a_failed_run(
+    store: PostgresCheckpoints,
+) -> None:
+    """Regression (a CI flake): after a run raised, its lock connection was ended rather
+    than unlocked; its lock lived on until the backend exited, and the account's next
+    run, right after, could be refused with "holder unknown"."""
+    held: list[psycopg.AsyncConnection[Any]] = []
+    with pytest.raises(RuntimeError, match="sink down"):
+        async with store.lock("seller"):
+            held.append(store._held["seller"])
+            raise RuntimeError("sink down")
+    assert not held[0].closed  # unlocked and back in the pool, not ended
+    async with store.lock("seller"):
+        pass
+
+
+async def test_store_lock_refused_by_a_holder_gone_since_is_asked_again(
+    store: PostgresCheckpoints, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock refused, but whose holder is gone by the time we ask who it was (a
+    connection that had just ended), is taken on a second try instead of
+    SyncLockedError("holder unknown")."""
+    lock = lock_id(store.table, "seller")
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as other:
+        await other.execute("SELECT pg_advisory_lock(%s)", (lock,))
+        asked = store._holder
+
+        async def holder_lets_go(db: psycopg.AsyncConnection[Any], lock: int) -> str | None:
+            await other.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+            return await asked(db, lock)
+
+        monkeypatch.setattr(store, "_holder", holder_lets_go)
+        async with store.lock("seller"):
+            [(held,)] = await query(
+                dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            )
+            assert held == 1  # ours

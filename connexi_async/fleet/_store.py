@@ -49,6 +49,9 @@ __all__ = ["AccountState", "PostgresCheckpoints"]
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
 # application_name is cut by the server at 63 bytes.
 _APPLICATION_NAME_BYTES = 63
+# A lock refused while nobody holds it is asked for again this many times (a holder
+# whose connection just ended lets go only as its backend exits).
+_VANISHED_HOLDER_RETRIES = 5
 
 
 def default_worker_name() -> str:
@@ -448,6 +451,7 @@ class PostgresCheckpoints:
             try:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + max(wait, 0.0)
+                vanished = 0
                 while True:
                     cursor = await db.execute("SELECT pg_try_advisory_lock(%s)", (lock,))
                     row = await cursor.fetchone()
@@ -456,11 +460,19 @@ class PostgresCheckpoints:
                     if loop.time() >= deadline:
                         free.add(id(db))  # it holds no lock: it may go back to the pool
                         holder = await self._holder(db, lock)
+                        if holder is None and vanished < _VANISHED_HOLDER_RETRIES:
+                            # Refused, yet nobody holds it now: its holder let go between
+                            # the two queries, most often a connection that just ended
+                            # (its backend releases its locks only as it exits). Again.
+                            free.discard(id(db))
+                            vanished += 1
+                            await asyncio.sleep(0.05 * vanished)
+                            continue
                         raise SyncLockedError(
                             f"sync {key!r} is already running ({holder or 'holder unknown'}): "
                             "only one worker may sync an account at a time",
                             key=key,
-                            holder=holder,
+                            holder=holder or "",
                         )
                     await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0.01)))
                 await db.execute(
@@ -486,12 +498,16 @@ class PostgresCheckpoints:
         async with self._borrow_for_lock(key, application_name) as db:
             released = False
             try:
-                yield db
-                with contextlib.suppress(psycopg.Error):  # a dead connection holds nothing
-                    await db.execute("SELECT pg_advisory_unlock_all()")
-                    if self._lock_pool is None:  # your pool: its own name back
-                        await db.execute("RESET application_name")
-                    released = True
+                try:
+                    yield db
+                except Exception:
+                    # The run failed (your sink's error, the API's): the lock connection
+                    # sat idle all along, so it is unlocked and given back as after a
+                    # success. Ended instead, its lock would outlive it until its backend
+                    # exits, and the account's next run could be refused in between.
+                    released = await self._unlock(db)
+                    raise
+                released = await self._unlock(db)
             finally:
                 released = released or id(db) in self._free  # refused: it never held one
                 self._free.discard(id(db))
@@ -539,9 +555,19 @@ class PostgresCheckpoints:
                     await db.set_autocommit(False)
             await borrowed.__aexit__(None, None, None)
 
-    async def _holder(self, db: psycopg.AsyncConnection[Any], lock: int) -> str:
+    async def _unlock(self, db: psycopg.AsyncConnection[Any]) -> bool:
+        """Whether ``db`` was unlocked (and, from your pool, given its own name back)."""
+        with contextlib.suppress(psycopg.Error):  # a dead connection holds nothing
+            await db.execute("SELECT pg_advisory_unlock_all()")
+            if self._lock_pool is None:
+                await db.execute("RESET application_name")
+            return True
+        return False
+
+    async def _holder(self, db: psycopg.AsyncConnection[Any], lock: int) -> str | None:
+        """Who holds ``lock`` now ("" if unnamed), or None if nobody does."""
         holders = await _holders(db, [lock])
-        return holders.get(lock, "")
+        return holders.get(lock)
 
     # -- for the fleet's status ----------------------------------------------------------
 
