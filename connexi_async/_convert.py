@@ -562,16 +562,27 @@ def _compile(source: list[str], name: str, namespace: dict[str, Any]) -> Callabl
     return namespace[function]  # type: ignore[no-any-return]
 
 
-def _setters(cls: type) -> dict[str, Any]:
-    """The slot descriptors' setters: an instance built the way attrs' own ``__init__``
-    does, minus its per-field ``object.__setattr__`` lookups. Safe because the models have
-    no validators, converters or ``__attrs_post_init__`` (tests/test_convert.py checks
-    that this stays true)."""
-    return {
-        "cls": cls,
-        "new": object.__new__,
-        **{f"set{i}": getattr(cls, a.name).__set__ for i, a in enumerate(attrs.fields(cls))},
-    }
+def _builder(cls: type) -> dict[str, Any]:
+    """What a generated function needs to make a ``cls`` without its ``__init__``: an
+    instance is born a ``builder`` (a subclass that adds no slot and takes back
+    ``object``'s ``__setattr__`` and ``__delattr__``, so that ``o.field = v`` is the
+    interpreter's plain slot store, several times cheaper than calling a frozen model's
+    slot setters one by one), filled, then made a ``cls`` (``o.__class__ = cls``: the
+    same layout, so allowed, and from then on frozen like any other). Safe because the
+    models have no validators, converters or ``__attrs_post_init__``
+    (tests/test_convert.py checks that this stays true); nothing half-built escapes."""
+    builder = type(
+        f"_{cls.__name__}Builder",
+        (cls,),
+        {
+            "__slots__": (),
+            "__setattr__": object.__setattr__,
+            # Both: either one overridden keeps the generic (slow) attribute store.
+            "__delattr__": object.__delattr__,
+            "__module__": __name__,
+        },
+    )
+    return {"cls": cls, "new": object.__new__, "builder": builder}
 
 
 def _items(cls: type, generate: Callable[[type], Callable[[Any], Any]]) -> dict[str, Any]:
@@ -582,12 +593,12 @@ def _items(cls: type, generate: Callable[[type], Callable[[Any], Any]]) -> dict[
 @cache
 def _generate_convert(cls: type) -> Callable[[Any], Any]:
     """``convert(wire) -> model`` in one pass: what ``decode_orders`` uses."""
-    source = ["def convert(w):", "    o = new(cls)"]
-    for index, (name, lines) in enumerate(_rule_lines(cls)):
+    source = ["def convert(w):", "    o = new(builder)"]
+    for name, lines in _rule_lines(cls):
         source += [f"    {line}" for line in lines]
-        source.append(f"    set{index}(o, {'v' if lines else f'w.{name}'})")
-    source.append("    return o")
-    return _compile(source, cls.__name__, {**_items(cls, _generate_convert), **_setters(cls)})
+        source.append(f"    o.{name} = {'v' if lines else f'w.{name}'}")
+    source += ["    o.__class__ = cls", "    return o"]
+    return _compile(source, cls.__name__, {**_items(cls, _generate_convert), **_builder(cls)})
 
 
 @cache
@@ -616,17 +627,17 @@ def _generate_build(cls: type) -> Callable[[Any], Any]:
         "def build(w):",
         "    if w.__class__ is not wire:",
         "        return w",
-        "    o = new(cls)",
+        "    o = new(builder)",
     ]
-    for index, (name, kind, _required) in enumerate(_field_kinds(cls)):
+    for name, kind, _required in _field_kinds(cls):
         value = f"w.{name}"
         if kind == _ITEMS:
             value = f"tuple([item_{name}(x) for x in w.{name}])"
         elif kind == _ONE:
             value = f"(None if w.{name} is None else item_{name}(w.{name}))"
-        source.append(f"    set{index}(o, {value})")
-    source.append("    return o")
-    namespace = {"wire": _wire_struct(cls), **_items(cls, _generate_build), **_setters(cls)}
+        source.append(f"    o.{name} = {value}")
+    source += ["    o.__class__ = cls", "    return o"]
+    namespace = {"wire": _wire_struct(cls), **_items(cls, _generate_build), **_builder(cls)}
     return _compile(source, cls.__name__, namespace)
 
 

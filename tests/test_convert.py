@@ -414,6 +414,40 @@ def test_models_have_nothing_the_fast_path_would_skip() -> None:
             assert field.converter is None, (cls, field.name)
 
 
+def test_fast_path_models_are_plain_frozen_models() -> None:
+    """The fast path fills a builder subclass, then makes it the model: what comes out
+    is exactly the model class, frozen, hashable, picklable, weak-referenceable and
+    equal to the same record built by hand, on both the one-pass and two-phase paths."""
+    import copy
+    import pickle
+    import weakref
+
+    import attrs
+
+    from connexi_async._convert import build_order, orders_steps
+    from connexi_async._cooperative import run_steps
+
+    body = json.loads(SEED)
+    [record] = body["orders"] if isinstance(body, dict) else body
+    record["line_items"] = [{"id": 7, "sku": "A-1", "quantity": 2, "unit_price": 1500.5}]
+    payload = json.dumps([record]).encode()
+    [order] = decode_orders(payload)
+    assert order.line_items[0].unit_price == Decimal("1500.5")
+    [prepared] = run_steps(orders_steps(payload, "", built=False))
+    for decoded in (order, build_order(prepared)):
+        assert type(decoded) is Order
+        assert all(type(item) is LineItem for item in decoded.line_items)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            decoded.id = 1  # type: ignore[misc]
+        assert decoded == order
+        assert hash(decoded) == hash(order)
+        assert pickle.loads(pickle.dumps(decoded)) == order
+        assert copy.deepcopy(decoded) == order
+        assert weakref.ref(decoded)() is decoded
+        assert attrs.evolve(decoded) == order
+        assert Order(**attrs.asdict(decoded, recurse=False)) == decoded
+
+
 def test_memoised_values_are_equal_to_fresh_ones() -> None:
     payload = json.dumps(
         [{"id": i, "total": 45000, "created_at": "2026-10-01T00:00:00.5Z"} for i in range(3)]
