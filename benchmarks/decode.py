@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/decode.py`` (or ``make bench``, which include
 
 It generates 10,000 seed-shaped orders (the v1 document's example, about 1.7 kB each with
 its line items), then measures in one process, side by side in several rounds (in each,
-every contender runs three times, interleaved, and keeps its fastest run):
+every contender runs five times, interleaved, and keeps its fastest run):
 
 (a) ``json.loads`` alone (the untyped floor of any decoder);
 (b) what a careful user writes by hand: ``json.loads``, then per record ``Order(...)``
@@ -368,7 +368,7 @@ def measure(fn: Callable[[], object], rounds: int) -> list[float]:
     return times
 
 
-def run(count: int = 10_000, rounds: int = 7, repeats: int = 3) -> dict[str, Any]:
+def run(count: int = 10_000, rounds: int = 7, repeats: int = 5) -> dict[str, Any]:
     """``rounds`` side-by-side rounds; in each, every contender runs ``repeats`` times,
     interleaved with the others, and its round's time is its fastest run (as ``timeit``
     advises: on a shared machine the noise only ever adds time, so the fastest run is
