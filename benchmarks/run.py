@@ -469,6 +469,7 @@ async def workload_loop(rounds: int) -> list[dict[str, Any]]:
         params = {"orders": orders, "days": days, "window": str(width), "rounds": rounds}
         with Server(orders, days=days) as server:
             await consume(whole_body(server.base_url, plan, 8))  # warm the server's cache
+            await consume(with_client(server.base_url, plan, 8))  # and both paths: not counted
             stats: dict[str, dict[str, list[float]]] = {}
             for _ in range(rounds):
                 contenders = (("client.orders()", with_client), ("whole-body path", whole_body))
