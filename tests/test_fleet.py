@@ -1105,6 +1105,28 @@ async def test_store_run_lock_given_back_unended_after_a_failed_run(
         pass
 
 
+async def test_store_run_lock_whose_unlock_hangs_is_ended_not_waited_on(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that failed because the database went silent: unlocking its lock connection
+    is bounded by open_timeout, then the connection is ended (which frees the lock)."""
+    async with PostgresCheckpoints(dsn, open_timeout=1) as store, asyncio.timeout(30):
+        await store.setup()
+        held: list[psycopg.AsyncConnection[Any]] = []
+
+        async def silent(*_: object, **__: object) -> None:
+            await asyncio.sleep(3600)
+
+        with pytest.raises(RuntimeError, match="database gone"):
+            async with store.lock("seller"):
+                held.append(store._held["seller"])
+                monkeypatch.setattr(held[0], "execute", silent)
+                raise RuntimeError("database gone")
+        assert held[0].closed
+        async with store.lock("seller"):
+            pass
+
+
 async def test_store_lock_refused_by_a_holder_gone_since_is_asked_again(
     store: PostgresCheckpoints, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -556,11 +556,15 @@ class PostgresCheckpoints:
             await borrowed.__aexit__(None, None, None)
 
     async def _unlock(self, db: psycopg.AsyncConnection[Any]) -> bool:
-        """Whether ``db`` was unlocked (and, from your pool, given its own name back)."""
-        with contextlib.suppress(psycopg.Error):  # a dead connection holds nothing
-            await db.execute("SELECT pg_advisory_unlock_all()")
-            if self._lock_pool is None:
-                await db.execute("RESET application_name")
+        """Whether ``db`` was unlocked (and, from your pool, given its own name back)
+        within ``open_timeout``: a connection cut off without a word (a run that failed
+        because the database went away) is ended instead of waited on."""
+        # A dead connection holds nothing; one cut mid-query is ended by the caller.
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            async with asyncio.timeout(max(self._open_timeout, 1.0)):
+                await db.execute("SELECT pg_advisory_unlock_all()")
+                if self._lock_pool is None:
+                    await db.execute("RESET application_name")
             return True
         return False
 
