@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import decode as decode_bench
 from fleet import workload_fleet
+from report import markdown, table
 
 from connexi_async import ConnexiClient, Order, decode_orders
 from connexi_async.sandbox import RETRYABLE_FAULTS
@@ -821,39 +822,6 @@ async def workload_partner(rounds: int) -> list[dict[str, Any]]:
 
 
 # -- report ------------------------------------------------------------------------------
-
-
-def table(rows: list[dict[str, Any]]) -> Iterator[str]:
-    yield f"| {'figure':<62} | {'median':>12} | {'min':>10} | {'max':>10} | unit | target |"
-    yield f"|{'-' * 64}|{'-' * 14}|{'-' * 12}|{'-' * 12}|------|--------|"
-    for row in rows:
-        low = f"{row['min']:,.2f}" if "min" in row else ""
-        high = f"{row['max']:,.2f}" if "max" in row else ""
-        target = row.get("target", "")
-        if target:
-            target += " ✔" if row.get("met") else " ✘"
-        yield f"| {row['name']:<62} | {row['value']:>12,.2f} | {low:>10} | {high:>10} | {row['unit']} | {target} |"
-
-
-def markdown(rows: list[dict[str, Any]]) -> Iterator[str]:
-    """The table of docs/performance.md, from results.json (``--markdown``)."""
-
-    def shown(row: dict[str, Any], key: str) -> str:
-        if key not in row:
-            return ""
-        value = row[key]
-        if row["unit"] in ("orders/s", "requests") or value >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:,.2f}"
-
-    yield "| figure | median | min | max | unit | target |"
-    yield "| --- | ---: | ---: | ---: | --- | --- |"
-    for row in rows:
-        target = row.get("target", "")
-        if target:
-            target += " ✔" if row.get("met") else " ✘"
-        cells = [shown(row, "value"), shown(row, "min"), shown(row, "max")]
-        yield f"| {row['name']} | {' | '.join(cells)} | {row['unit']} | {target} |"
 
 
 async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ import asyncio
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import shlex
@@ -319,3 +320,24 @@ def test_cli_commands_of_the_docs_parse(where: str, arguments: list[str]) -> Non
         build_parser().parse_args(arguments)
     except SystemExit as exc:
         pytest.fail(f"{where}: connexi-async {shlex.join(arguments)} does not parse ({exc})")
+
+
+def test_the_performance_figures_are_the_last_benchmark_run() -> None:
+    """docs/performance.md's table is ``benchmarks/run.py --markdown`` of results.json,
+    and the pages that quote the run name its date: a rerun of ``make bench`` must be
+    carried into the documentation, not left beside it."""
+    bench = ROOT / "benchmarks"
+    if not (bench / "report.py").exists():  # the wheel's cell copies tests and docs only
+        pytest.skip("benchmarks/ is not beside the tests")
+    spec = importlib.util.spec_from_file_location("bench_report", bench / "report.py")
+    assert spec is not None
+    assert spec.loader is not None
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    results = json.loads((bench / "results.json").read_text())
+    page = (ROOT / "docs" / "performance.md").read_text()
+    table = "\n".join(report.markdown(results["results"]))
+    assert table in page, "docs/performance.md: paste in `benchmarks/run.py --markdown`"
+    machine = results["machine"]
+    assert f"Python {machine['python']}, {machine['date']};" in page
+    assert f"`make bench`, {machine['date']}:" in (ROOT / "README.md").read_text()
