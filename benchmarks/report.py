@@ -10,16 +10,21 @@ from typing import Any
 __all__ = ["markdown", "table"]
 
 
+def _target(row: dict[str, Any]) -> str:
+    """The row's target and whether this run met it, or nothing."""
+    target: str = row.get("target", "")
+    if target:
+        target += " ✔" if row.get("met") else " ✘"
+    return target
+
+
 def table(rows: list[dict[str, Any]]) -> Iterator[str]:
     yield f"| {'figure':<62} | {'median':>12} | {'min':>10} | {'max':>10} | unit | target |"
     yield f"|{'-' * 64}|{'-' * 14}|{'-' * 12}|{'-' * 12}|------|--------|"
     for row in rows:
         low = f"{row['min']:,.2f}" if "min" in row else ""
         high = f"{row['max']:,.2f}" if "max" in row else ""
-        target = row.get("target", "")
-        if target:
-            target += " ✔" if row.get("met") else " ✘"
-        yield f"| {row['name']:<62} | {row['value']:>12,.2f} | {low:>10} | {high:>10} | {row['unit']} | {target} |"
+        yield f"| {row['name']:<62} | {row['value']:>12,.2f} | {low:>10} | {high:>10} | {row['unit']} | {_target(row)} |"
 
 
 def markdown(rows: list[dict[str, Any]]) -> Iterator[str]:
@@ -36,8 +41,5 @@ def markdown(rows: list[dict[str, Any]]) -> Iterator[str]:
     yield "| figure | median | min | max | unit | target |"
     yield "| --- | ---: | ---: | ---: | --- | --- |"
     for row in rows:
-        target = row.get("target", "")
-        if target:
-            target += " ✔" if row.get("met") else " ✘"
         cells = [shown(row, "value"), shown(row, "min"), shown(row, "max")]
-        yield f"| {row['name']} | {' | '.join(cells)} | {row['unit']} | {target} |"
+        yield f"| {row['name']} | {' | '.join(cells)} | {row['unit']} | {_target(row)} |"

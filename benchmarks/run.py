@@ -502,11 +502,10 @@ async def workload_loop(rounds: int) -> list[dict[str, Any]]:
                 for name, path in contenders:
                     elapsed, count, lateness, held = await ticking(path(server.base_url, plan, 8))
                     assert count == orders, (name, count)
-                    if name == "client.orders()":
-                        client_seconds = elapsed
                     _record_stalls(stats.setdefault(name, {}), lateness, held)
                     stats[name].setdefault("rate", []).append(count / elapsed)
                 # The machine's floor, as long as the client's run: no target, a reference.
+                client_seconds = orders / stats["client.orders()"]["rate"][-1]
                 _, _, lateness, held = await ticking(busy_steps(client_seconds))
                 _record_stalls(stats.setdefault(FLOOR, {}), lateness, held)
         # The target of the longest step is on what the loop's thread ran (`held`): the
@@ -821,7 +820,7 @@ async def workload_partner(rounds: int) -> list[dict[str, Any]]:
     ]
 
 
-# -- report ------------------------------------------------------------------------------
+# -- every workload (the tables are in report.py) ----------------------------------------
 
 
 async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
